@@ -1,0 +1,44 @@
+// watchtime's command line: serve, query, rebuild.
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import { DatabaseUnusableError } from '../store/sqlite.ts';
+import { SettingsMismatchError } from '../server.ts';
+import { CliError, EXIT } from './options.ts';
+import { registerQuery } from './query.ts';
+import { registerRebuild } from './rebuild.ts';
+import { registerServe } from './serve.ts';
+
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
+
+const program = new Command('watchtime')
+  .description('Ingests video watch-progress events; answers watch time per movie and per user, and resume points.')
+  .version(version)
+  // Bad usage exits 2, not commander's 1; set before the commands so they inherit it.
+  .exitOverride()
+  .showHelpAfterError('(run with --help for usage)');
+
+registerServe(program);
+registerQuery(program);
+registerRebuild(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  if (error instanceof CommanderError) {
+    process.exitCode = error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+  } else if (error instanceof CliError) {
+    process.stderr.write(`watchtime: ${error.message}\n`);
+    process.exitCode = error.exitCode;
+  } else if (error instanceof DatabaseUnusableError || error instanceof SettingsMismatchError) {
+    process.stderr.write(`watchtime: ${error.message}\n`);
+    process.exitCode = EXIT.failure;
+  } else if ((error as { code?: string }).code === 'EADDRINUSE') {
+    process.stderr.write(`watchtime: ${(error as Error).message}: another process listens there (pass --port)\n`);
+    process.exitCode = EXIT.failure;
+  } else {
+    process.stderr.write(`watchtime: ${(error as Error).stack ?? String(error)}\n`);
+    process.exitCode = EXIT.failure;
+  }
+}

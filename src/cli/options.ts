@@ -1,0 +1,44 @@
+// Options shared by the commands, each also read from a WATCHTIME_* variable.
+import { InvalidArgumentError, Option } from 'commander';
+import { ACCOUNTING_MODES } from '../accounting.ts';
+import { SERVER_DEFAULTS } from '../server.ts';
+
+/** Exit codes of SPEC section 5. */
+export const EXIT = { ok: 0, failure: 1, usage: 2, notFound: 3 } as const;
+
+/** A failure the user should read, with the exit code it ends with. */
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number = EXIT.failure,
+  ) {
+    super(message);
+  }
+}
+
+export function integer(min: number, max: number) {
+  return (raw: string): number => {
+    const value = Number(raw);
+    if (!/^\d+$/.test(raw.trim()) || value < min || value > max) {
+      throw new InvalidArgumentError(`must be an integer from ${min} to ${max}.`);
+    }
+    return value;
+  };
+}
+
+/** `--flag <value>` that can also come from WATCHTIME_FLAG. */
+export function envOption(flags: string, description: string): Option {
+  const long = /--([a-z-]+)/.exec(flags)![1];
+  return new Option(flags, description).env(`WATCHTIME_${long.replace(/-/g, '_').toUpperCase()}`);
+}
+
+export const dbOption = () => envOption('--db <file>', 'SQLite database file').default(SERVER_DEFAULTS.db);
+
+/** No default: unset means "as the database records it". */
+export const accountingOptions = () => [
+  envOption('--accounting <mode>', 'watch-time rule (default: as recorded in the database, else progress)').choices(
+    ACCOUNTING_MODES,
+  ),
+  envOption('--max-step <seconds>', 'progress: longest forward step counted as watching (default: as recorded, else 120)')
+    .argParser(integer(1, 86_400)),
+];

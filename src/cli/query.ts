@@ -1,0 +1,100 @@
+import type { Command } from 'commander';
+import { DatabaseUnusableError, SqliteStore } from '../store/sqlite.ts';
+import { checkName } from '../event.ts';
+import { formatRecord, formatTable, watched } from './format.ts';
+import { CliError, dbOption, EXIT, integer } from './options.ts';
+
+interface QueryOptions {
+  db: string;
+  json?: boolean;
+  limit?: number;
+}
+
+function openReadonly(db: string): SqliteStore {
+  try {
+    return new SqliteStore(db, { readonly: true });
+  } catch (error) {
+    if (error instanceof DatabaseUnusableError) throw new CliError(`${error.message} (pass --db or set WATCHTIME_DB)`);
+    throw error;
+  }
+}
+
+function argument(value: string, field: 'user' | 'slug'): string {
+  const errors = checkName(value, field);
+  if (errors.length > 0) throw new CliError(errors[0].message, EXIT.usage);
+  return value;
+}
+
+/** Opens the database read-only, answers, prints; exit 3 when there is nothing to show. */
+function answer<T>(
+  options: QueryOptions,
+  lookup: (store: SqliteStore) => T | undefined,
+  missing: string,
+  text: (found: T) => string,
+): void {
+  const store = openReadonly(options.db);
+  try {
+    const found = lookup(store);
+    if (found === undefined) throw new CliError(missing, EXIT.notFound);
+    process.stdout.write(`${options.json ? JSON.stringify(found, null, 2) : text(found)}\n`);
+  } finally {
+    store.close();
+  }
+}
+
+export function registerQuery(program: Command): void {
+  const query = program
+    .command('query')
+    .description('answer from the database file, read-only (works while a server runs on it)');
+
+  const sub = (name: string, description: string) =>
+    query
+      .command(name)
+      .description(description)
+      .addOption(dbOption())
+      .option('--json', 'print the answer as the HTTP API does');
+
+  sub('movie <slug>', "a movie's total watch time").action((slug: string, options: QueryOptions) =>
+    answer(options, (s) => s.movie(argument(slug, 'slug')), `no events for the movie ${JSON.stringify(slug)}`, (m) =>
+      formatRecord([['movie', m.slug], ['watched', watched(m.watchTime)], ['viewers', m.viewers], ['events', m.events], ['updated', m.updatedAt]]),
+    ),
+  );
+
+  sub('user <user>', "a user's total watch time across movies").action((user: string, options: QueryOptions) =>
+    answer(options, (s) => s.user(argument(user, 'user')), `no events for the user ${JSON.stringify(user)}`, (u) =>
+      formatRecord([['user', u.user], ['watched', watched(u.watchTime)], ['movies', u.movies], ['events', u.events], ['updated', u.updatedAt]]),
+    ),
+  );
+
+  sub('latest <user> <slug>', 'the latest moment a user reached in a movie (the resume point)').action(
+    (user: string, slug: string, options: QueryOptions) =>
+      answer(
+        options,
+        (s) => s.pair(argument(user, 'user'), argument(slug, 'slug')),
+        `no events for the user ${JSON.stringify(user)} in the movie ${JSON.stringify(slug)}`,
+        (p) =>
+          formatRecord([['user', p.user], ['movie', p.slug], ['latest moment', `${p.latestMoment} s`],
+            ['watched', watched(p.watchTime)], ['events', p.events], ['updated', p.updatedAt]]),
+      ),
+  );
+
+  sub('movies <user>', "a user's movies, most recently watched first")
+    .option('--limit <n>', 'how many', integer(1, 1_000_000), 20)
+    .action((user: string, options: QueryOptions) =>
+      answer(options, (s) => s.userMovies(argument(user, 'user'), options.limit!, 0)?.items,
+        `no events for the user ${JSON.stringify(user)}`, (items) =>
+          formatTable(['movie', 'latest moment', 'watched', 'events', 'updated'],
+            items.map((m) => [m.slug, m.latestMoment, m.watchTime, m.events, m.updatedAt])),
+      ),
+    );
+
+  sub('top', 'movies by total watch time, largest first')
+    .option('--limit <n>', 'how many', integer(1, 1_000_000), 10)
+    .action((options: QueryOptions) =>
+      answer(options, (s) => s.topMovies(options.limit!, 0).items, 'no movies yet', (items) => {
+        if (items.length === 0) return 'no movies yet';
+        return formatTable(['rank', 'movie', 'watched (s)', 'viewers', 'events'],
+          items.map((m, i) => [i + 1, m.slug, m.watchTime, m.viewers, m.events]));
+      }),
+    );
+}

@@ -1,0 +1,50 @@
+import { existsSync } from 'node:fs';
+import cliProgress from 'cli-progress';
+import type { Command } from 'commander';
+import { describeRule, resolveRule, type AccountingMode } from '../accounting.ts';
+import { SqliteStore } from '../store/sqlite.ts';
+import { accountingOptions, CliError, dbOption } from './options.ts';
+
+interface RebuildOptions {
+  db: string;
+  accounting?: AccountingMode;
+  maxStep?: number;
+}
+
+/** How long rebuild waits for a running server's current write to finish. */
+const WAIT_FOR_WRITER_MS = 10_000;
+
+export function registerRebuild(program: Command): void {
+  const command = program
+    .command('rebuild')
+    .description(
+      'recompute every aggregate from the stored events, in one transaction (readers see the old or the new totals); ' +
+        'a server running on the same file applies the new rule from its next batch',
+    )
+    .addOption(dbOption());
+  for (const option of accountingOptions()) command.addOption(option);
+  command.action((options: RebuildOptions) => {
+    if (!existsSync(options.db)) throw new CliError(`no database at ${options.db} (pass --db or set WATCHTIME_DB)`);
+    const store = new SqliteStore(options.db, { busyTimeoutMs: WAIT_FOR_WRITER_MS });
+    try {
+      const rule = resolveRule(store.settings(), options);
+      const bar = new cliProgress.SingleBar(
+        { stream: process.stderr, format: 'rebuild [{bar}] {percentage}% {value}/{total} events, eta {eta_formatted}' },
+        cliProgress.Presets.shades_classic,
+      );
+      const started = process.hrtime.bigint();
+      const result = store.rebuild(rule, ({ done, total }) => {
+        if (done === 0) bar.start(total, 0);
+        else bar.update(done);
+      });
+      bar.stop();
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const rate = seconds > 0 ? Math.round(result.done / seconds) : result.done;
+      process.stdout.write(
+        `rebuilt ${result.done} events under accounting ${describeRule(rule)} in ${seconds.toFixed(2)} s (${rate} events/s)\n`,
+      );
+    } finally {
+      store.close();
+    }
+  });
+}

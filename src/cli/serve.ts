@@ -1,0 +1,57 @@
+import type { Command } from 'commander';
+import { startServer, SERVER_DEFAULTS } from '../server.ts';
+import { stderrLog } from '../log.ts';
+import { accountingOptions, dbOption, envOption, integer } from './options.ts';
+
+interface ServeOptions {
+  host: string;
+  port: number;
+  db: string;
+  accounting?: 'progress' | 'sum';
+  maxStep?: number;
+  ingestToken?: string;
+  readToken?: string;
+  flushMs: number;
+  batchSize: number;
+  queueSize: number;
+}
+
+export function registerServe(program: Command): void {
+  const command = program
+    .command('serve')
+    .description('run the HTTP service')
+    .addOption(envOption('--host <address>', 'address to listen on (all interfaces by default, for clients in containers)').default(SERVER_DEFAULTS.host))
+    .addOption(envOption('--port <port>', 'port to listen on').argParser(integer(0, 65_535)).default(SERVER_DEFAULTS.port))
+    .addOption(dbOption());
+  for (const option of accountingOptions()) command.addOption(option);
+  command
+    .addOption(envOption('--ingest-token <token>', 'require Authorization: Bearer <token> on every POST'))
+    .addOption(envOption('--read-token <token>', 'require Authorization: Bearer <token> on every read but /livez and /readyz'))
+    .addOption(envOption('--flush-ms <ms>', 'retry interval of a flush that found the database locked').argParser(integer(1, 10_000)).default(SERVER_DEFAULTS.flushMs))
+    .addOption(envOption('--batch-size <events>', 'most events committed in one transaction').argParser(integer(1, 1_000_000)).default(SERVER_DEFAULTS.batchSize))
+    .addOption(envOption('--queue-size <events>', 'most events waiting for a commit; past it POSTs get 503').argParser(integer(1, 10_000_000)).default(SERVER_DEFAULTS.queueSize))
+    .action(async (options: ServeOptions) => {
+      const server = await startServer({
+        ...options,
+        rule: { accounting: options.accounting, maxStep: options.maxStep },
+      });
+      let stopping = false;
+      const stop = (signal: string) => {
+        if (stopping) {
+          stderrLog('warn', `${signal} again: exiting without waiting`);
+          process.exit(1);
+        }
+        stopping = true;
+        stderrLog('info', `${signal}: flushing queued events and stopping`);
+        server.close().then(
+          () => process.exit(0),
+          (error) => {
+            stderrLog('error', `shutdown failed: ${(error as Error).stack}`);
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGINT', () => stop('SIGINT'));
+      process.on('SIGTERM', () => stop('SIGTERM'));
+    });
+}

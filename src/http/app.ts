@@ -1,0 +1,229 @@
+// The HTTP API of SPEC section 3: routes, access checks and error answers.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import polka, { type Request } from 'polka';
+import { checkName, MAX_BATCH_EVENTS, validateBatch, type FieldError } from '../event.ts';
+import { FlushError, QueueClosedError, QueueFullError, type IngestQueue } from '../ingest/queue.ts';
+import type { Store } from '../store/store.ts';
+import { bearerCheck } from './auth.ts';
+import { bodyFormat, readBody, type BodyFormat } from './body.ts';
+import { badRequest, HttpProblem, notFound, sendJson, sendProblem, serviceUnavailable } from './problem.ts';
+
+export interface AppOptions {
+  store: Store;
+  queue: IngestQueue;
+  ingestToken?: string;
+  readToken?: string;
+  /** Largest request body, in bytes. */
+  bodyLimit: number;
+  /** True once shutdown has begun. */
+  isClosing: () => boolean;
+  log: (level: 'info' | 'warn' | 'error', message: string) => void;
+}
+
+const INGEST_PATHS = new Set(['/', '/events']);
+const DEFAULT_PAGE = 20;
+const MAX_PAGE = 1000;
+
+/**
+ * Turns a request body into candidate events, or the reasons it cannot be.
+ * `single` is true for a body that is one object rather than a batch.
+ */
+export function parseEvents(text: string, format: BodyFormat): { values: unknown[]; single: boolean } {
+  if (format === 'ndjson') {
+    const values: unknown[] = [];
+    const errors: FieldError[] = [];
+    // One event a line, so an event's index is its line number minus one; only a final newline may end it.
+    const lines = text.split('\n');
+    if (lines.length > 1 && lines.at(-1) === '') lines.pop();
+    lines.forEach((line, i) => {
+      if (line.trim() === '') {
+        errors.push({ pointer: `/${i}`, message: `line ${i + 1} is empty` });
+        return;
+      }
+      try {
+        values.push(JSON.parse(line));
+      } catch (error) {
+        errors.push({ pointer: `/${i}`, message: `line ${i + 1} is not valid JSON: ${(error as Error).message}` });
+      }
+    });
+    if (errors.length > 0) throw badRequest(`${errors.length} of ${lines.length} lines are not JSON events; nothing was stored`, errors);
+    return { values, single: false };
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new HttpProblem(400, 'invalid-body', 'Invalid body', `the body is not valid JSON: ${(error as Error).message}`);
+  }
+  if (Array.isArray(value)) return { values: value, single: false };
+  if (typeof value === 'object' && value !== null) return { values: [value], single: true };
+  throw badRequest('the body must be one event object or an array of events', [
+    { pointer: '', message: 'body must be an object or an array' },
+  ]);
+}
+
+function intParam(req: Request, name: string, min: number, max: number, fallback: number): number {
+  const raw = req.query[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!/^\d+$/.test(String(raw)) || value < min || value > max) {
+    throw badRequest(`invalid query parameter ${name}`, [
+      { pointer: `/${name}`, message: `${name} must be an integer from ${min} to ${max}` },
+    ]);
+  }
+  return value;
+}
+
+function nameParam(req: Request, field: 'user' | 'slug'): string {
+  const value = req.params[field];
+  const errors = checkName(value, field);
+  if (errors.length > 0) throw badRequest(`invalid ${field} in the path`, errors);
+  return value;
+}
+
+function pageLinks(req: Request, limit: number, offset: number, more: boolean) {
+  return { limit, offset, next: more ? `${req.path}?limit=${limit}&offset=${offset + limit}` : null };
+}
+
+function toProblem(error: unknown): HttpProblem {
+  if (error instanceof HttpProblem) return error;
+  if (error instanceof QueueFullError) return serviceUnavailable('queue-full', 'Ingest queue full', error.message);
+  if (error instanceof QueueClosedError) return serviceUnavailable('shutting-down', 'Shutting down', error.message);
+  if (error instanceof FlushError) return serviceUnavailable('storage-unavailable', 'Storage unavailable', error.message);
+  return new HttpProblem(500, 'internal', 'Internal error', 'the server failed to answer; see its log');
+}
+
+export function createApp(options: AppOptions) {
+  const { store, queue, isClosing, log } = options;
+  const checkIngest = bearerCheck(options.ingestToken, 'ingest');
+  const checkRead = bearerCheck(options.readToken, 'reading');
+
+  const app = polka<Request>({
+    onError(error, req, res) {
+      const problem = toProblem(error);
+      if (problem.status >= 500 && problem.kind === 'internal') {
+        log('error', `${req.method} ${req.url}: ${(error as Error)?.stack ?? String(error)}`);
+      }
+      sendProblem(res, problem);
+    },
+    onNoMatch(req, res) {
+      const allow = INGEST_PATHS.has(req.path) ? 'POST' : undefined;
+      if (allow && req.method !== 'POST') {
+        sendProblem(res, new HttpProblem(405, 'method-not-allowed', 'Method not allowed', `${req.path} takes POST`, {
+          headers: { Allow: allow },
+        }));
+        return;
+      }
+      sendProblem(res, notFound(`no route for ${req.method} ${req.path}`));
+    },
+  });
+
+  // Access and path checks, before any route.
+  app.use((req, res, next) => {
+    // polka leaves a malformed %-escape as it was; refuse it rather than look up the raw text.
+    for (const segment of req.path.split('/')) {
+      try {
+        decodeURIComponent(segment);
+      } catch {
+        throw badRequest(`the path segment ${JSON.stringify(segment)} is not valid percent-encoding`);
+      }
+    }
+    if (isClosing()) res.setHeader('Connection', 'close');
+    if (req.path === '/livez' || req.path === '/readyz') return next();
+    (req.method === 'POST' ? checkIngest : checkRead)?.(req);
+    next();
+  });
+
+  const ingest = async (req: Request, res: ServerResponse) => {
+    const receivedAt = Date.now();
+    const format = bodyFormat(req);
+    const text = await readBody(req, options.bodyLimit);
+    const { values, single } = parseEvents(text, format);
+    if (values.length === 0) throw badRequest('the body holds no event', [{ pointer: '', message: 'a batch needs at least one event' }]);
+    if (values.length > MAX_BATCH_EVENTS) {
+      throw badRequest(`a batch holds at most ${MAX_BATCH_EVENTS} events; this one has ${values.length}`, [
+        { pointer: '', message: `batch must have at most ${MAX_BATCH_EVENTS} events` },
+      ]);
+    }
+    const checked = validateBatch(values, single);
+    if ('errors' in checked) {
+      const detail = single
+        ? 'the event is invalid; nothing was stored'
+        : `${checked.invalid} of ${values.length} events are invalid; nothing was stored`;
+      throw new HttpProblem(400, 'invalid-event', 'Invalid event', detail, { errors: checked.errors });
+    }
+    const result = await queue.submit(checked.events.map((event) => ({ ...event, receivedAt })));
+    sendJson(res, 200, result);
+  };
+
+  app.post('/', ingest);
+  app.post('/events', ingest);
+
+  app.get('/livez', (_req, res) => sendJson(res, 200, { status: 'live' }));
+
+  app.get('/readyz', async (_req, res) => {
+    const stats = queue.stats();
+    const queueState = { depth: stats.depth, capacity: queue.capacity };
+    const reasons: string[] = [];
+    let database = 'writable';
+    if (isClosing()) reasons.push('the server is shutting down');
+    if (stats.depth >= queue.capacity) reasons.push('the ingest queue is full');
+    if (stats.lastError) reasons.push(`the last flush failed: ${stats.lastError.message}`);
+    try {
+      await store.probeWritable();
+    } catch (error) {
+      if ((error as { code?: string }).code === 'SQLITE_BUSY') {
+        database = 'locked by another writer (a rebuild); events wait in the queue';
+      } else {
+        database = 'not writable';
+        reasons.push(`the database is not writable: ${(error as Error).message}`);
+      }
+    }
+    if (reasons.length > 0) {
+      throw new HttpProblem(503, 'not-ready', 'Not ready', reasons.join('; '), {
+        extra: { queue: queueState, database },
+      });
+    }
+    sendJson(res, 200, { status: 'ready', queue: queueState, database });
+  });
+
+  app.get('/movies/:slug/watch-time', async (req, res) => {
+    const slug = nameParam(req, 'slug');
+    const movie = await store.movie(slug);
+    if (!movie) throw notFound(`no events for the movie ${JSON.stringify(slug)}`);
+    sendJson(res, 200, movie);
+  });
+
+  app.get('/users/:user/watch-time', async (req, res) => {
+    const user = nameParam(req, 'user');
+    const totals = await store.user(user);
+    if (!totals) throw notFound(`no events for the user ${JSON.stringify(user)}`);
+    sendJson(res, 200, totals);
+  });
+
+  app.get('/users/:user/movies/:slug/latest-moment', async (req, res) => {
+    const user = nameParam(req, 'user');
+    const slug = nameParam(req, 'slug');
+    const pair = await store.pair(user, slug);
+    if (!pair) throw notFound(`no events for the user ${JSON.stringify(user)} in the movie ${JSON.stringify(slug)}`);
+    sendJson(res, 200, pair);
+  });
+
+  app.get('/users/:user/movies', async (req, res) => {
+    const user = nameParam(req, 'user');
+    const limit = intParam(req, 'limit', 1, MAX_PAGE, DEFAULT_PAGE);
+    const offset = intParam(req, 'offset', 0, Number.MAX_SAFE_INTEGER, 0);
+    const page = await store.userMovies(user, limit, offset);
+    if (!page) throw notFound(`no events for the user ${JSON.stringify(user)}`);
+    sendJson(res, 200, { user, items: page.items, ...pageLinks(req, limit, offset, page.more) });
+  });
+
+  app.get('/movies', async (req, res) => {
+    const limit = intParam(req, 'limit', 1, MAX_PAGE, DEFAULT_PAGE);
+    const offset = intParam(req, 'offset', 0, Number.MAX_SAFE_INTEGER, 0);
+    const page = await store.topMovies(limit, offset);
+    sendJson(res, 200, { items: page.items, ...pageLinks(req, limit, offset, page.more) });
+  });
+
+  return (req: IncomingMessage, res: ServerResponse) => app.handler(req as Request, res, undefined as never);
+}

@@ -1,0 +1,54 @@
+// Every error is answered as application/problem+json (RFC 9457).
+import type { ServerResponse } from 'node:http';
+import type { FieldError } from '../event.ts';
+
+export interface ProblemOptions {
+  errors?: FieldError[];
+  headers?: Record<string, string>;
+  /** Further members, such as readiness details. */
+  extra?: Record<string, unknown>;
+}
+
+export class HttpProblem extends Error {
+  constructor(
+    readonly status: number,
+    /** Last part of the type URI, `/problems/<kind>`. */
+    readonly kind: string,
+    readonly title: string,
+    readonly detail: string,
+    readonly options: ProblemOptions = {},
+  ) {
+    super(detail);
+  }
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown, contentType = 'application/json'): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+export function sendProblem(res: ServerResponse, problem: HttpProblem): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  for (const [name, value] of Object.entries(problem.options.headers ?? {})) res.setHeader(name, value);
+  const body: Record<string, unknown> = {
+    type: `/problems/${problem.kind}`,
+    title: problem.title,
+    status: problem.status,
+    detail: problem.detail,
+    ...problem.options.extra,
+  };
+  if (problem.options.errors) body.errors = problem.options.errors;
+  sendJson(res, problem.status, body, 'application/problem+json');
+}
+
+export const badRequest = (detail: string, errors?: FieldError[]) =>
+  new HttpProblem(400, 'invalid-request', 'Invalid request', detail, { errors });
+
+export const notFound = (detail: string) => new HttpProblem(404, 'not-found', 'Not found', detail);
+
+export const serviceUnavailable = (kind: string, title: string, detail: string, retryAfterSeconds = 1) =>
+  new HttpProblem(503, kind, title, detail, { headers: { 'Retry-After': String(retryAfterSeconds) } });

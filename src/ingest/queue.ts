@@ -1,0 +1,168 @@
+// The bounded in-memory queue between HTTP requests and the database, with
+// group commit: the events of every request that arrived during one turn of
+// the event loop are committed in one transaction, and each request is
+// answered once that transaction has committed.
+import type { ReceivedEvent, Store } from '../store/store.ts';
+
+export interface IngestResult {
+  accepted: number;
+  duplicates: number;
+}
+
+export interface QueueOptions {
+  /** Events a transaction takes at most (a request is never split). */
+  batchSize: number;
+  /** Events queued at most; past it requests are refused. */
+  queueSize: number;
+  /** Retry interval while another connection (a rebuild) holds the write lock. */
+  flushMs: number;
+  /** How long events may wait for a locked database before they are refused. */
+  lockWaitMs: number;
+}
+
+/** The queue cannot take the request now: 503 with Retry-After. */
+export class QueueFullError extends Error {}
+/** The server is stopping and takes no more events. */
+export class QueueClosedError extends Error {}
+/** The transaction holding these events failed; none of them was stored. */
+export class FlushError extends Error {}
+
+interface Waiting {
+  events: ReceivedEvent[];
+  enqueuedAt: number;
+  resolve: (result: IngestResult) => void;
+  reject: (error: Error) => void;
+}
+
+export interface QueueStats {
+  /** Events queued and not yet committed. */
+  depth: number;
+  committedEvents: number;
+  duplicateEvents: number;
+  batches: number;
+  failedBatches: number;
+  /** The last flush's failure, until a flush succeeds. */
+  lastError: Error | undefined;
+}
+
+function isBusy(error: unknown): boolean {
+  const code = (error as { code?: string }).code;
+  return code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED';
+}
+
+export class IngestQueue {
+  private waiting: Waiting[] = [];
+  private depth = 0;
+  private flushing = false;
+  private scheduled = false;
+  private closed = false;
+  private drained: (() => void)[] = [];
+  private committedEvents = 0;
+  private duplicateEvents = 0;
+  private batches = 0;
+  private failedBatches = 0;
+  private lastError: Error | undefined;
+
+  constructor(
+    private readonly store: Store,
+    private readonly options: QueueOptions,
+  ) {}
+
+  /** Queues one request's events; settles when they are committed or refused. */
+  submit(events: ReceivedEvent[]): Promise<IngestResult> {
+    if (this.closed) return Promise.reject(new QueueClosedError('the server is shutting down'));
+    if (this.depth + events.length > this.options.queueSize) {
+      return Promise.reject(
+        new QueueFullError(`the ingest queue holds ${this.depth} of ${this.options.queueSize} events; retry shortly`),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ events, enqueuedAt: Date.now(), resolve, reject });
+      this.depth += events.length;
+      this.schedule(0);
+    });
+  }
+
+  stats(): QueueStats {
+    return {
+      depth: this.depth,
+      committedEvents: this.committedEvents,
+      duplicateEvents: this.duplicateEvents,
+      batches: this.batches,
+      failedBatches: this.failedBatches,
+      lastError: this.lastError,
+    };
+  }
+
+  get capacity(): number {
+    return this.options.queueSize;
+  }
+
+  /** Refuses new events and settles once every queued one is committed or refused. */
+  close(): Promise<void> {
+    this.closed = true;
+    if (this.waiting.length === 0 && !this.flushing) return Promise.resolve();
+    return new Promise((resolve) => this.drained.push(resolve));
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.scheduled || this.flushing || this.waiting.length === 0) return;
+    this.scheduled = true;
+    // setImmediate runs after the poll phase: what arrived in this turn is batched, and an idle server waits for nothing.
+    const run = () => {
+      this.scheduled = false;
+      void this.flush();
+    };
+    if (delayMs > 0) setTimeout(run, delayMs);
+    else setImmediate(run);
+  }
+
+  private takeBatch(): Waiting[] {
+    let count = 0;
+    let take = 0;
+    while (take < this.waiting.length) {
+      const size = this.waiting[take].events.length;
+      if (take > 0 && count + size > this.options.batchSize) break;
+      count += size;
+      take += 1;
+    }
+    return this.waiting.splice(0, take);
+  }
+
+  private async flush(): Promise<void> {
+    const batch = this.takeBatch();
+    const events = batch.length === 1 ? batch[0].events : batch.flatMap((w) => w.events);
+    this.flushing = true;
+    let retryInMs = 0;
+    try {
+      const duplicate = await this.store.ingest(events);
+      let i = 0;
+      for (const waiting of batch) {
+        let duplicates = 0;
+        for (let end = i + waiting.events.length; i < end; i++) if (duplicate[i]) duplicates += 1;
+        waiting.resolve({ accepted: waiting.events.length - duplicates, duplicates });
+        this.duplicateEvents += duplicates;
+      }
+      this.committedEvents += events.length;
+      this.depth -= events.length;
+      this.batches += 1;
+      this.lastError = undefined;
+    } catch (error) {
+      if (isBusy(error) && Date.now() - batch[0].enqueuedAt < this.options.lockWaitMs) {
+        // Locked by another writer: keep the events, in order, and try again shortly.
+        this.waiting.unshift(...batch);
+        retryInMs = this.options.flushMs;
+      } else {
+        this.depth -= events.length;
+        this.failedBatches += 1;
+        this.lastError = error as Error;
+        const reason = new FlushError(`the events could not be stored: ${(error as Error).message}`);
+        for (const waiting of batch) waiting.reject(reason);
+      }
+    } finally {
+      this.flushing = false;
+    }
+    if (this.waiting.length > 0) this.schedule(retryInMs);
+    else for (const resolve of this.drained.splice(0)) resolve();
+  }
+}

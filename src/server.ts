@@ -1,0 +1,127 @@
+// Starts and stops the service: store, ingest queue, HTTP server.
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { describeRule, resolveRule, sameRule, type RequestedRule } from './accounting.ts';
+import { createApp } from './http/app.ts';
+import { IngestQueue } from './ingest/queue.ts';
+import { stderrLog, type Log } from './log.ts';
+import { SqliteStore } from './store/sqlite.ts';
+
+export interface ServerConfig {
+  host: string;
+  port: number;
+  db: string;
+  /** Only what the operator asked for; the rest comes from the database. */
+  rule: RequestedRule;
+  ingestToken?: string;
+  readToken?: string;
+  flushMs: number;
+  batchSize: number;
+  queueSize: number;
+}
+
+export const SERVER_DEFAULTS = {
+  host: '0.0.0.0',
+  port: 8000,
+  db: './data/watchtime.db',
+  flushMs: 5,
+  batchSize: 10_000,
+  queueSize: 100_000,
+} as const;
+
+/** A 10,000-event batch of 200-character names fits with room to spare. */
+const BODY_LIMIT = 16 * 1024 * 1024;
+/** How long events wait for a database locked by a rebuild before they are refused. */
+const LOCK_WAIT_MS = 30_000;
+/** How long shutdown waits for open requests after the queue is flushed. */
+const CLOSE_GRACE_MS = 5_000;
+
+/** The configuration cannot work with this database; the message says what to do. */
+export class SettingsMismatchError extends Error {}
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  store: SqliteStore;
+  /** Stops accepting, flushes the queue, checkpoints and closes the database. */
+  close(): Promise<void>;
+}
+
+export async function startServer(config: ServerConfig, log: Log = stderrLog): Promise<RunningServer> {
+  // busyTimeout 0: a locked database must not block the event loop; the queue retries instead.
+  const store = new SqliteStore(config.db, { busyTimeoutMs: 0 });
+  try {
+    const stored = store.settings();
+    const rule = resolveRule(stored, config.rule);
+    if (stored === undefined) store.initSettings(rule);
+    else if (!sameRule(stored, rule)) {
+      throw new SettingsMismatchError(
+        `${config.db} was computed with accounting ${describeRule(stored)}, not ${describeRule(rule)}. ` +
+          `Run \`watchtime rebuild --db ${config.db} --accounting ${rule.accounting} --max-step ${rule.maxStep}\` ` +
+          'to recompute it under the new rule, or start without those options to keep the stored one.',
+      );
+    }
+    log('info', `database ${config.db}, accounting ${describeRule(rule)}`);
+  } catch (error) {
+    store.close();
+    throw error;
+  }
+
+  const queue = new IngestQueue(store, {
+    batchSize: config.batchSize,
+    queueSize: config.queueSize,
+    flushMs: config.flushMs,
+    lockWaitMs: LOCK_WAIT_MS,
+  });
+  let closing = false;
+  const handler = createApp({
+    store,
+    queue,
+    ingestToken: config.ingestToken,
+    readToken: config.readToken,
+    bodyLimit: BODY_LIMIT,
+    isClosing: () => closing,
+    log,
+  });
+  const server = createServer(
+    // Slow clients are cut off: headers within 10 s, the whole request within 30 s.
+    { headersTimeout: 10_000, requestTimeout: 30_000, keepAliveTimeout: 5_000 },
+    handler,
+  );
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  }).catch((error) => {
+    store.close();
+    throw error;
+  });
+  const { port } = server.address() as AddressInfo;
+  const shownHost = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
+  const url = `http://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`;
+  log('info', `listening on ${config.host}:${port} (${url})`);
+
+  let closed: Promise<void> | undefined;
+  const close = () =>
+    (closed ??= (async () => {
+      closing = true;
+      const connectionsDone = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      await queue.close();
+      const grace = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+      await connectionsDone;
+      clearTimeout(grace);
+      try {
+        store.checkpoint();
+      } catch (error) {
+        log('warn', `checkpoint at shutdown failed (the WAL is kept and replayed at next open): ${(error as Error).message}`);
+      }
+      store.close();
+      const stats = queue.stats();
+      log('info', `stopped after committing ${stats.committedEvents} events in ${stats.batches} batches`);
+    })());
+
+  return { url, port, store, close };
+}

@@ -1,0 +1,256 @@
+// The embedded store: one SQLite file in WAL mode, written by one connection.
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import type { AccountingRule } from '../accounting.ts';
+import { migrations, namedQueries } from './sql-files.ts';
+import { Tally, type PairRow } from './tally.ts';
+import type {
+  MovieTotals,
+  Page,
+  PairTotals,
+  RebuildProgress,
+  ReceivedEvent,
+  Store,
+  UserMovie,
+  UserTotals,
+} from './store.ts';
+
+const QUERY_NAMES = [
+  'readSettings', 'writeSettings', 'lastSeq', 'clientIdExists', 'userId', 'insertUser', 'movieId',
+  'insertMovie', 'insertEvent', 'pairState', 'upsertPair', 'addToUser', 'addToMovie', 'eventsAfter',
+  'resetUsers', 'resetMovies', 'resetPairs', 'movie', 'user', 'pair', 'userMovies', 'topMovies',
+] as const;
+type QueryName = (typeof QUERY_NAMES)[number];
+
+/** Events read and applied at a time by rebuild, to bound its memory. */
+const REBUILD_CHUNK = 50_000;
+
+/** The database is missing, or not one this version of watchtime can use. */
+export class DatabaseUnusableError extends Error {}
+
+export interface SqliteOptions {
+  /** For command-line queries: never writes, never migrates. */
+  readonly?: boolean;
+  /**
+   * How long a write waits for another connection's write to finish. The
+   * server uses 0 and retries from its queue, so its event loop never blocks.
+   */
+  busyTimeoutMs?: number;
+}
+
+type Row<T> = Omit<T, 'updatedAt'> & { updatedAt: number };
+
+function withIsoTime<T extends { updatedAt: string }>(row: Row<T>): T {
+  return { ...row, updatedAt: new Date(row.updatedAt).toISOString() } as T;
+}
+
+export class SqliteStore implements Store {
+  private readonly db: Database.Database;
+  private readonly q: Record<QueryName, Database.Statement>;
+  private readonly ingestBatch: Database.Transaction<(events: ReceivedEvent[]) => boolean[]>;
+
+  constructor(readonly file: string, options: SqliteOptions = {}) {
+    const readonly = options.readonly ?? false;
+    if (!readonly) mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    try {
+      this.db = new Database(file, { readonly, fileMustExist: readonly });
+    } catch (error) {
+      throw new DatabaseUnusableError(`cannot open the database ${file}: ${(error as Error).message}`);
+    }
+    try {
+      this.db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
+      if (readonly) {
+        this.checkSchema();
+      } else {
+        this.db.pragma('journal_mode = WAL');
+        // Every commit is fsynced: an acknowledged event survives a power cut, not only a crash.
+        this.db.pragma('synchronous = FULL');
+        // The WAL is checkpointed every 1000 pages; this truncates it back after a burst.
+        this.db.pragma('journal_size_limit = 67108864');
+        this.migrate();
+      }
+      const sql = namedQueries('sqlite', QUERY_NAMES);
+      this.q = Object.fromEntries(QUERY_NAMES.map((name) => [name, this.db.prepare(sql[name])])) as Record<
+        QueryName,
+        Database.Statement
+      >;
+      for (const name of ['lastSeq', 'clientIdExists', 'userId', 'insertUser', 'movieId', 'insertMovie'] as const) {
+        this.q[name].pluck();
+      }
+      this.q.eventsAfter.raw();
+      this.ingestBatch = this.db.transaction((events: ReceivedEvent[]) => this.applyBatch(events));
+    } catch (error) {
+      this.db.close();
+      throw error;
+    }
+  }
+
+  private schemaVersion(): number {
+    return this.db.pragma('user_version', { simple: true }) as number;
+  }
+
+  private migrate(): void {
+    const steps = migrations('sqlite');
+    const latest = steps.at(-1)?.version ?? 0;
+    const current = this.schemaVersion();
+    if (current > latest) {
+      throw new DatabaseUnusableError(
+        `${this.file} has schema version ${current}, newer than this watchtime knows (${latest}); upgrade watchtime`,
+      );
+    }
+    for (const step of steps.filter((s) => s.version > current)) {
+      this.db.transaction(() => {
+        this.db.exec(step.sql);
+        this.db.pragma(`user_version = ${step.version}`);
+      }).immediate();
+    }
+  }
+
+  private checkSchema(): void {
+    const latest = migrations('sqlite').at(-1)?.version ?? 0;
+    const current = this.schemaVersion();
+    if (current === 0) throw new DatabaseUnusableError(`${this.file} is not a watchtime database`);
+    if (current !== latest) {
+      throw new DatabaseUnusableError(
+        `${this.file} has schema version ${current}, this watchtime uses ${latest}; start the server on it once to migrate`,
+      );
+    }
+  }
+
+  settings(): AccountingRule | undefined {
+    return this.q.readSettings.get() as AccountingRule | undefined;
+  }
+
+  initSettings(rule: AccountingRule): void {
+    this.q.writeSettings.run(rule);
+  }
+
+  ingest(events: ReceivedEvent[]): boolean[] {
+    // IMMEDIATE: a busy database fails at BEGIN, before anything is done.
+    return this.ingestBatch.immediate(events);
+  }
+
+  private applyBatch(events: ReceivedEvent[]): boolean[] {
+    // Read inside the transaction: a rebuild may have changed the rule since the last batch.
+    const rule = this.settings();
+    if (rule === undefined) throw new Error('the database has no accounting settings');
+    let seq = this.q.lastSeq.get() as number;
+    const tally = new Tally(rule, this.loadPair);
+    const userIds = new Map<string, number>();
+    const movieIds = new Map<string, number>();
+    const clientIds = new Set<string>();
+    const duplicate = new Array<boolean>(events.length).fill(false);
+
+    for (let i = 0; i < events.length; i++) {
+      const event = events[i];
+      const clientId = event.id ?? null;
+      if (clientId !== null) {
+        if (clientIds.has(clientId) || this.q.clientIdExists.get(clientId) !== undefined) {
+          duplicate[i] = true;
+          continue;
+        }
+        clientIds.add(clientId);
+      }
+      const userId = idOf(userIds, event.user, this.q.userId, this.q.insertUser);
+      const movieId = idOf(movieIds, event.slug, this.q.movieId, this.q.insertMovie);
+      seq += 1;
+      this.q.insertEvent.run(seq, userId, movieId, event.at, event.receivedAt, clientId);
+      tally.apply(seq, userId, movieId, event.at);
+    }
+    this.write(tally);
+    return duplicate;
+  }
+
+  private readonly loadPair = (userId: number, movieId: number): PairRow | undefined =>
+    this.q.pairState.get(userId, movieId) as PairRow | undefined;
+
+  private write(tally: Tally): void {
+    for (const pair of tally.pairs.values()) this.q.upsertPair.run(pair);
+    for (const [id, delta] of tally.users) this.q.addToUser.run({ id, ...delta });
+    for (const [id, delta] of tally.movies) this.q.addToMovie.run({ id, ...delta });
+  }
+
+  movie(slug: string): MovieTotals | undefined {
+    const row = this.q.movie.get(slug) as Row<MovieTotals> | undefined;
+    return row && withIsoTime(row);
+  }
+
+  user(name: string): UserTotals | undefined {
+    const row = this.q.user.get(name) as Row<UserTotals> | undefined;
+    return row && withIsoTime(row);
+  }
+
+  pair(user: string, slug: string): PairTotals | undefined {
+    const row = this.q.pair.get(user, slug) as Row<PairTotals> | undefined;
+    return row && withIsoTime(row);
+  }
+
+  userMovies(user: string, limit: number, offset: number): Page<UserMovie> | undefined {
+    const userId = this.q.userId.get(user) as number | undefined;
+    if (userId === undefined) return undefined;
+    return page(this.q.userMovies.all(userId, limit + 1, offset) as Row<UserMovie>[], limit);
+  }
+
+  topMovies(limit: number, offset: number): Page<MovieTotals> {
+    return page(this.q.topMovies.all(limit + 1, offset) as Row<MovieTotals>[], limit);
+  }
+
+  rebuild(rule: AccountingRule, onProgress?: (progress: RebuildProgress) => void): RebuildProgress {
+    const run = this.db.transaction(() => {
+      const total = this.q.lastSeq.get() as number;
+      this.q.resetUsers.run();
+      this.q.resetMovies.run();
+      this.q.resetPairs.run();
+      let done = 0;
+      let after = 0;
+      onProgress?.({ done, total });
+      for (;;) {
+        const rows = this.q.eventsAfter.all(after, REBUILD_CHUNK) as [number, number, number, number][];
+        if (rows.length === 0) break;
+        // Pairs written by earlier chunks are read back from this same transaction.
+        const tally = new Tally(rule, this.loadPair);
+        for (const [seq, userId, movieId, at] of rows) tally.apply(seq, userId, movieId, at);
+        this.write(tally);
+        after = rows[rows.length - 1][0];
+        done += rows.length;
+        onProgress?.({ done, total });
+      }
+      this.q.writeSettings.run(rule);
+      return { done, total };
+    });
+    return run.immediate();
+  }
+
+  probeWritable(): void {
+    // Takes and releases the write lock: fails on a read-only file or while another writer holds it.
+    this.db.exec('BEGIN IMMEDIATE; ROLLBACK');
+  }
+
+  /** Copies the WAL into the database and empties it. */
+  checkpoint(): void {
+    this.db.pragma('wal_checkpoint(TRUNCATE)');
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}
+
+function idOf(
+  cache: Map<string, number>,
+  name: string,
+  select: Database.Statement,
+  insert: Database.Statement,
+): number {
+  let id = cache.get(name);
+  if (id === undefined) {
+    id = (select.get(name) ?? insert.get(name)) as number;
+    cache.set(name, id);
+  }
+  return id;
+}
+
+function page<T extends { updatedAt: string }>(rows: Row<T>[], limit: number): Page<T> {
+  return { items: rows.slice(0, limit).map(withIsoTime<T>), more: rows.length > limit };
+}

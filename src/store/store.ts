@@ -1,0 +1,73 @@
+// What the service needs from a database. SQLite implements it now; the
+// answers may be promises so that a networked database can implement it too.
+import type { AccountingRule } from '../accounting.ts';
+import type { WatchEvent } from '../event.ts';
+
+export type Awaitable<T> = T | Promise<T>;
+
+export interface ReceivedEvent extends WatchEvent {
+  /** When the server received the request, in milliseconds since the epoch. */
+  receivedAt: number;
+}
+
+export interface MovieTotals {
+  slug: string;
+  watchTime: number;
+  viewers: number;
+  events: number;
+  updatedAt: string;
+}
+
+export interface UserTotals {
+  user: string;
+  watchTime: number;
+  movies: number;
+  events: number;
+  updatedAt: string;
+}
+
+export interface UserMovie {
+  slug: string;
+  latestMoment: number;
+  watchTime: number;
+  events: number;
+  updatedAt: string;
+}
+
+export interface PairTotals extends UserMovie {
+  user: string;
+}
+
+export interface Page<T> {
+  items: T[];
+  /** Whether rows follow this page. */
+  more: boolean;
+}
+
+export interface RebuildProgress {
+  done: number;
+  total: number;
+}
+
+export interface Store {
+  /** The rule the aggregates were computed under; undefined for a new database. */
+  settings(): Awaitable<AccountingRule | undefined>;
+  /** Records the rule of a new database. */
+  initSettings(rule: AccountingRule): Awaitable<void>;
+  /**
+   * Stores and applies the events in order, in one transaction. Returns, per
+   * event, whether it was a duplicate of an id already stored (and skipped).
+   */
+  ingest(events: ReceivedEvent[]): Awaitable<boolean[]>;
+  movie(slug: string): Awaitable<MovieTotals | undefined>;
+  user(name: string): Awaitable<UserTotals | undefined>;
+  pair(user: string, slug: string): Awaitable<PairTotals | undefined>;
+  /** The user's movies, most recently watched first; undefined for an unknown user. */
+  userMovies(user: string, limit: number, offset: number): Awaitable<Page<UserMovie> | undefined>;
+  topMovies(limit: number, offset: number): Awaitable<Page<MovieTotals>>;
+  /** Recomputes every aggregate from the events under `rule`, atomically. */
+  rebuild(rule: AccountingRule, onProgress?: (progress: RebuildProgress) => void): Awaitable<RebuildProgress>;
+  /** Throws when the database cannot take a write now. */
+  probeWritable(): Awaitable<void>;
+  close(): Awaitable<void>;
+}
