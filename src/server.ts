@@ -110,8 +110,11 @@ export async function startServer(config: ServerConfig, log: Log = stderrLog): P
       const connectionsDone = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       await queue.close();
+      // Connections busy until now go idle once answered: close them as they do, the stragglers at the end of the grace.
+      const sweep = setInterval(() => server.closeIdleConnections(), 20);
       const grace = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
       await connectionsDone;
+      clearInterval(sweep);
       clearTimeout(grace);
       try {
         store.checkpoint();
