@@ -1,0 +1,94 @@
+// Real parts for tests: a temporary folder, the server on an ephemeral port,
+// the CLI as a child process.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { silentLog } from '../src/log.ts';
+import { SERVER_DEFAULTS, startServer, type RunningServer, type ServerConfig } from '../src/server.ts';
+
+export const BIN = fileURLToPath(new URL('../bin/watchtime', import.meta.url));
+
+/** Registers clean-up work; it runs last-registered first. */
+export type Cleanup = (fn: () => unknown) => void;
+
+/**
+ * A Cleanup that runs after a test (pass its context) or, called in a describe
+ * body with no argument, after the suite.
+ */
+export function cleanupAfter(t?: { after: (fn: () => Promise<void>) => void }): Cleanup {
+  const fns: (() => unknown)[] = [];
+  const runAll = async () => {
+    for (const fn of fns.reverse()) await fn();
+  };
+  if (t) t.after(runAll);
+  else after(runAll);
+  return (fn) => void fns.push(fn);
+}
+
+/** A fresh folder, removed at clean-up. */
+export function tempDir(cleanup: Cleanup): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'watchtime-test-'));
+  cleanup(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** The server in this process on an ephemeral port, closed at clean-up. */
+export async function serve(
+  cleanup: Cleanup,
+  db: string,
+  config: Partial<ServerConfig> = {},
+): Promise<RunningServer> {
+  const server = await startServer(
+    { ...SERVER_DEFAULTS, host: '127.0.0.1', port: 0, db, rule: {}, ...config },
+    silentLog,
+  );
+  cleanup(() => server.close());
+  return server;
+}
+
+export interface Answer {
+  status: number;
+  headers: Headers;
+  body: any;
+}
+
+export async function request(url: string, init: RequestInit = {}): Promise<Answer> {
+  const res = await fetch(url, init);
+  const text = await res.text();
+  const type = res.headers.get('content-type') ?? '';
+  return { status: res.status, headers: res.headers, body: type.includes('json') ? JSON.parse(text) : text };
+}
+
+export function post(base: string, body: unknown, contentType = 'application/json', headers: Record<string, string> = {}) {
+  return request(`${base}/events`, {
+    method: 'POST',
+    headers: { 'content-type': contentType, ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+}
+
+export const get = (base: string, pathname: string, headers: Record<string, string> = {}) =>
+  request(`${base}${pathname}`, { headers });
+
+export interface Run {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs bin/watchtime to its end. */
+export function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+}

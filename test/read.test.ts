@@ -1,0 +1,115 @@
+// The read endpoints of SPEC section 3 against the real server.
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { before, describe, test } from 'node:test';
+import { cleanupAfter, get, post, serve, tempDir } from './helpers.ts';
+
+const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
+describe('reads', () => {
+  const cleanup = cleanupAfter();
+  let base: string;
+  const odd = 'ann/é %?#&+';
+
+  before(async () => {
+    base = (await serve(cleanup, path.join(tempDir(cleanup), 'w.db'))).url;
+    // Sent one request at a time so arrival order is known.
+    const events = [
+      { user: 'ann', slug: 'alien', at: 60 },
+      { user: 'ann', slug: 'alien', at: 120 },
+      { user: 'bob', slug: 'alien', at: 30 },
+      { user: 'ann', slug: 'brazil', at: 100 },
+      { user: 'ann', slug: 'casablanca', at: 10 },
+      { user: 'ann', slug: 'alien', at: 150 },
+      { user: odd, slug: 'x/y%z', at: 42 },
+    ];
+    for (const event of events) assert.equal((await post(base, event)).status, 200);
+  });
+
+  test("a movie's total watch time", async () => {
+    const res = await get(base, '/movies/alien/watch-time');
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-type'), 'application/json');
+    const { updatedAt, ...rest } = res.body;
+    assert.deepEqual(rest, { slug: 'alien', watchTime: 180, viewers: 2, events: 4 });
+    assert.match(updatedAt, ISO_UTC);
+  });
+
+  test("a user's total watch time across movies", async () => {
+    const { updatedAt, ...rest } = (await get(base, '/users/ann/watch-time')).body;
+    assert.deepEqual(rest, { user: 'ann', watchTime: 150 + 100 + 10, movies: 3, events: 5 });
+    assert.match(updatedAt, ISO_UTC);
+  });
+
+  test('the latest moment of a user in a movie', async () => {
+    const { updatedAt, ...rest } = (await get(base, '/users/ann/movies/alien/latest-moment')).body;
+    assert.deepEqual(rest, { user: 'ann', slug: 'alien', latestMoment: 150, watchTime: 150, events: 3 });
+    assert.match(updatedAt, ISO_UTC);
+  });
+
+  test('percent-encoded names are decoded, slashes and all', async () => {
+    const user = encodeURIComponent(odd);
+    const slug = encodeURIComponent('x/y%z');
+    const pair = (await get(base, `/users/${user}/movies/${slug}/latest-moment`)).body;
+    assert.equal(pair.user, odd);
+    assert.equal(pair.slug, 'x/y%z');
+    assert.equal(pair.latestMoment, 42);
+    assert.equal((await get(base, `/movies/${slug}/watch-time`)).body.watchTime, 42);
+  });
+
+  test('unknown user, movie or pair is 404 problem+json', async () => {
+    for (const pathname of ['/movies/nope/watch-time', '/users/nobody/watch-time', '/users/bob/movies/brazil/latest-moment', '/users/nobody/movies']) {
+      const res = await get(base, pathname);
+      assert.equal(res.status, 404, pathname);
+      assert.equal(res.headers.get('content-type'), 'application/problem+json');
+      assert.deepEqual(Object.keys(res.body), ['type', 'title', 'status', 'detail']);
+      assert.equal(res.body.status, 404);
+    }
+  });
+
+  test('a name that breaks the rules, or bad percent-encoding, is 400', async () => {
+    const tooLong = await get(base, `/users/${'x'.repeat(201)}/watch-time`);
+    assert.equal(tooLong.status, 400);
+    assert.deepEqual(tooLong.body.errors, [{ pointer: '/user', message: 'user must be at most 200 characters long' }]);
+    const control = await get(base, '/movies/a%0Ab/watch-time');
+    assert.deepEqual(control.body.errors, [{ pointer: '/slug', message: 'slug must not contain control characters or unpaired surrogates' }]);
+    const malformed = await get(base, '/users/%E0%A4%A/watch-time');
+    assert.equal(malformed.status, 400);
+    assert.match(malformed.body.detail, /not valid percent-encoding/);
+  });
+
+  test("a user's movies, most recently watched first, paginated", async () => {
+    const first = (await get(base, '/users/ann/movies?limit=2')).body;
+    assert.equal(first.user, 'ann');
+    assert.deepEqual(first.items.map((m: { slug: string }) => m.slug), ['alien', 'casablanca']);
+    assert.deepEqual(Object.keys(first.items[0]), ['slug', 'latestMoment', 'watchTime', 'events', 'updatedAt']);
+    assert.equal(first.next, '/users/ann/movies?limit=2&offset=2');
+    const second = (await get(base, first.next)).body;
+    assert.deepEqual(second.items.map((m: { slug: string }) => m.slug), ['brazil']);
+    assert.equal(second.next, null);
+  });
+
+  test('movies by total watch time, largest first, paginated', async () => {
+    const first = (await get(base, '/movies?limit=2')).body;
+    assert.deepEqual(first.items.map((m: { slug: string; watchTime: number }) => [m.slug, m.watchTime]), [['alien', 180], ['brazil', 100]]);
+    assert.equal(first.next, '/movies?limit=2&offset=2');
+    const rest = (await get(base, first.next)).body;
+    assert.deepEqual(rest.items.map((m: { slug: string }) => m.slug), ['x/y%z', 'casablanca']);
+    assert.equal(rest.next, null);
+    assert.equal((await get(base, '/movies')).body.limit, 20);
+  });
+
+  test('bad pagination parameters are 400 and name the parameter', async () => {
+    for (const query of ['limit=0', 'limit=1001', 'limit=abc', 'offset=-1', 'limit=1.5']) {
+      const res = await get(base, `/movies?${query}`);
+      assert.equal(res.status, 400, query);
+      assert.match(res.body.errors[0].message, /^(limit|offset) must be an integer from/);
+    }
+  });
+
+  test('/livez and /readyz', async () => {
+    assert.deepEqual((await get(base, '/livez')).body, { status: 'live' });
+    const ready = (await get(base, '/readyz')).body;
+    assert.deepEqual(ready, { status: 'ready', queue: { depth: 0, capacity: 100_000 }, database: 'writable' });
+  });
+});
