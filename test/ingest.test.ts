@@ -166,6 +166,20 @@ describe('ingest', () => {
     assert.equal(count(), 0);
   });
 
+  test('a client that disconnects mid-body leaves nothing stored and the server serving', async (t) => {
+    const { base, count } = await setup(t);
+    await new Promise<void>((resolve) => {
+      const req = http.request(`${base}/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-length': '1000' },
+      });
+      req.on('error', () => resolve());
+      req.write('[{"user":"a","slug":"m","at":1}', () => setTimeout(() => req.destroy(), 50));
+    });
+    assert.equal((await post(base, { user: 'b', slug: 'm', at: 2 })).status, 200);
+    assert.equal(count(), 1);
+  });
+
   test('unknown routes and methods answer problem+json', async (t) => {
     const { base } = await setup(t);
     const missing = await get(base, '/nothing/here');

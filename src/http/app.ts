@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import polka, { type Request } from 'polka';
 import { checkName, MAX_BATCH_EVENTS, validateBatch, type FieldError } from '../event.ts';
 import { FlushError, QueueClosedError, QueueFullError, type IngestQueue } from '../ingest/queue.ts';
-import type { Store } from '../store/store.ts';
+import { StoreBusyError, type Store } from '../store/store.ts';
 import { bearerCheck } from './auth.ts';
 import { bodyFormat, readBody, type BodyFormat } from './body.ts';
 import { badRequest, HttpProblem, notFound, sendJson, sendProblem, serviceUnavailable } from './problem.ts';
@@ -172,7 +172,7 @@ export function createApp(options: AppOptions) {
     try {
       await store.probeWritable();
     } catch (error) {
-      if ((error as { code?: string }).code === 'SQLITE_BUSY') {
+      if (error instanceof StoreBusyError) {
         database = 'locked by another writer (a rebuild); events wait in the queue';
       } else {
         database = 'not writable';

@@ -49,6 +49,7 @@ export function readBody(req: IncomingMessage, limit: number): Promise<string> {
       req.off('data', onData);
       req.off('end', onEnd);
       req.off('error', onError);
+      req.off('close', onClose);
     };
     const onData = (chunk: Buffer) => {
       size += chunk.length;
@@ -72,8 +73,11 @@ export function readBody(req: IncomingMessage, limit: number): Promise<string> {
       cleanup();
       reject(error);
     };
+    // A client that goes away mid-body: nothing to answer, but nothing left waiting either.
+    const onClose = () => onError(new Error('the client closed the connection before the end of the body'));
     req.on('data', onData);
     req.on('end', onEnd);
     req.on('error', onError);
+    req.on('close', onClose);
   });
 }

@@ -2,7 +2,7 @@
 // group commit: the events of every request that arrived during one turn of
 // the event loop are committed in one transaction, and each request is
 // answered once that transaction has committed.
-import type { ReceivedEvent, Store } from '../store/store.ts';
+import { StoreBusyError, type ReceivedEvent, type Store } from '../store/store.ts';
 
 export interface IngestResult {
   accepted: number;
@@ -43,11 +43,6 @@ export interface QueueStats {
   failedBatches: number;
   /** The last flush's failure, until a flush succeeds. */
   lastError: Error | undefined;
-}
-
-function isBusy(error: unknown): boolean {
-  const code = (error as { code?: string }).code;
-  return code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED';
 }
 
 export class IngestQueue {
@@ -148,7 +143,7 @@ export class IngestQueue {
       this.batches += 1;
       this.lastError = undefined;
     } catch (error) {
-      if (isBusy(error) && Date.now() - batch[0].enqueuedAt < this.options.lockWaitMs) {
+      if (error instanceof StoreBusyError && Date.now() - batch[0].enqueuedAt < this.options.lockWaitMs) {
         // Locked by another writer: keep the events, in order, and try again shortly.
         this.waiting.unshift(...batch);
         retryInMs = this.options.flushMs;

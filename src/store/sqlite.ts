@@ -5,15 +5,16 @@ import Database from 'better-sqlite3';
 import type { AccountingRule } from '../accounting.ts';
 import { migrations, namedQueries } from './sql-files.ts';
 import { Tally, type PairRow } from './tally.ts';
-import type {
-  MovieTotals,
-  Page,
-  PairTotals,
-  RebuildProgress,
-  ReceivedEvent,
-  Store,
-  UserMovie,
-  UserTotals,
+import {
+  StoreBusyError,
+  type MovieTotals,
+  type Page,
+  type PairTotals,
+  type RebuildProgress,
+  type ReceivedEvent,
+  type Store,
+  type UserMovie,
+  type UserTotals,
 } from './store.ts';
 
 const QUERY_NAMES = [
@@ -128,7 +129,7 @@ export class SqliteStore implements Store {
 
   ingest(events: ReceivedEvent[]): boolean[] {
     // IMMEDIATE: a busy database fails at BEGIN, before anything is done.
-    return this.ingestBatch.immediate(events);
+    return whenBusy(() => this.ingestBatch.immediate(events));
   }
 
   private applyBatch(events: ReceivedEvent[]): boolean[] {
@@ -224,7 +225,7 @@ export class SqliteStore implements Store {
 
   probeWritable(): void {
     // Takes and releases the write lock: fails on a read-only file or while another writer holds it.
-    this.db.exec('BEGIN IMMEDIATE; ROLLBACK');
+    whenBusy(() => this.db.exec('BEGIN IMMEDIATE; ROLLBACK'));
   }
 
   /** Copies the WAL into the database and empties it. */
@@ -234,6 +235,17 @@ export class SqliteStore implements Store {
 
   close(): void {
     if (this.db.open) this.db.close();
+  }
+}
+
+/** Runs `fn`, turning SQLite's lock errors into the store's own. */
+function whenBusy<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') throw new StoreBusyError((error as Error).message);
+    throw error;
   }
 }
 

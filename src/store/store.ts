@@ -5,6 +5,9 @@ import type { WatchEvent } from '../event.ts';
 
 export type Awaitable<T> = T | Promise<T>;
 
+/** Another connection (a rebuild) holds the write lock; trying again later may work. */
+export class StoreBusyError extends Error {}
+
 export interface ReceivedEvent extends WatchEvent {
   /** When the server received the request, in milliseconds since the epoch. */
   receivedAt: number;
