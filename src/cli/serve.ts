@@ -27,7 +27,7 @@ export function registerServe(program: Command): void {
   command
     .addOption(envOption('--ingest-token <token>', 'require Authorization: Bearer <token> on every POST'))
     .addOption(envOption('--read-token <token>', 'require Authorization: Bearer <token> on every read but /livez and /readyz'))
-    .addOption(envOption('--flush-ms <ms>', 'retry interval of a flush that found the database locked').argParser(integer(1, 10_000)).default(SERVER_DEFAULTS.flushMs))
+    .addOption(envOption('--flush-ms <ms>', 'longest the oldest queued event waits before its flush starts; also the retry interval while the database is locked').argParser(integer(1, 10_000)).default(SERVER_DEFAULTS.flushMs))
     .addOption(envOption('--batch-size <events>', 'most events committed in one transaction').argParser(integer(1, 1_000_000)).default(SERVER_DEFAULTS.batchSize))
     .addOption(envOption('--queue-size <events>', 'most events waiting for a commit; past it POSTs get 503').argParser(integer(1, 10_000_000)).default(SERVER_DEFAULTS.queueSize))
     .action(async (options: ServeOptions) => {

@@ -1,7 +1,9 @@
 // The bounded in-memory queue between HTTP requests and the database, with
 // group commit: the events of every request that arrived during one turn of
 // the event loop are committed in one transaction, and each request is
-// answered once that transaction has committed.
+// answered once that transaction has committed. A long turn does not make a
+// batch wait: it is flushed as soon as it holds batchSize events or its oldest
+// event is flushMs old.
 import { StoreBusyError, type ReceivedEvent, type Store } from '../store/store.ts';
 
 export interface IngestResult {
@@ -14,7 +16,10 @@ export interface QueueOptions {
   batchSize: number;
   /** Events queued at most; past it requests are refused. */
   queueSize: number;
-  /** Retry interval while another connection (a rebuild) holds the write lock. */
+  /**
+   * The oldest event of a batch waits at most this long before the flush
+   * starts, and a flush that found the database locked is retried this often.
+   */
   flushMs: number;
   /** How long events may wait for a locked database before they are refused. */
   lockWaitMs: number;
@@ -50,6 +55,8 @@ export class IngestQueue {
   private depth = 0;
   private flushing = false;
   private scheduled = false;
+  /** The last flush found the database locked: wait for the retry timer. */
+  private locked = false;
   private closed = false;
   private drained: (() => void)[] = [];
   private committedEvents = 0;
@@ -71,11 +78,16 @@ export class IngestQueue {
         new QueueFullError(`the ingest queue holds ${this.depth} of ${this.options.queueSize} events; retry shortly`),
       );
     }
-    return new Promise((resolve, reject) => {
-      this.waiting.push({ events, enqueuedAt: Date.now(), resolve, reject });
-      this.depth += events.length;
-      this.schedule(0);
+    const enqueuedAt = Date.now();
+    const settled = new Promise<IngestResult>((resolve, reject) => {
+      this.waiting.push({ events, enqueuedAt, resolve, reject });
     });
+    this.depth += events.length;
+    const full = this.depth >= this.options.batchSize;
+    const old = enqueuedAt - this.waiting[0].enqueuedAt >= this.options.flushMs;
+    if ((full || old) && !this.flushing && !this.locked) void this.flush();
+    else this.schedule(0);
+    return settled;
   }
 
   stats(): QueueStats {
@@ -125,9 +137,12 @@ export class IngestQueue {
   }
 
   private async flush(): Promise<void> {
+    // A flush that started in submit() may have left nothing for the scheduled one.
+    if (this.flushing || this.waiting.length === 0) return;
     const batch = this.takeBatch();
     const events = batch.length === 1 ? batch[0].events : batch.flatMap((w) => w.events);
     this.flushing = true;
+    this.locked = false;
     let retryInMs = 0;
     try {
       const duplicate = await this.store.ingest(events);
@@ -146,6 +161,7 @@ export class IngestQueue {
       if (error instanceof StoreBusyError && Date.now() - batch[0].enqueuedAt < this.options.lockWaitMs) {
         // Locked by another writer: keep the events, in order, and try again shortly.
         this.waiting.unshift(...batch);
+        this.locked = true;
         retryInMs = this.options.flushMs;
       } else {
         this.depth -= events.length;
