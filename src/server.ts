@@ -123,7 +123,7 @@ export async function startServer(config: ServerConfig, log: Log = stderrLog): P
       }
       store.close();
       const stats = queue.stats();
-      log('info', `stopped after committing ${stats.committedEvents} events in ${stats.batches} batches`);
+      log('info', `stopped; ${stats.committedEvents} event(s) committed in ${stats.batches} batch(es) since start`);
     })());
 
   return { url, port, store, close };

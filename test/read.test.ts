@@ -110,6 +110,11 @@ describe('reads', () => {
   test('/livez and /readyz', async () => {
     assert.deepEqual((await get(base, '/livez')).body, { status: 'live' });
     const ready = (await get(base, '/readyz')).body;
-    assert.deepEqual(ready, { status: 'ready', queue: { depth: 0, capacity: 100_000 }, database: 'writable' });
+    assert.deepEqual(ready, {
+      status: 'ready',
+      queue: { depth: 0, capacity: 100_000 },
+      database: 'writable',
+      accounting: { accounting: 'progress', maxStep: 120 },
+    });
   });
 });

@@ -8,6 +8,10 @@ SELECT accounting, max_step AS maxStep FROM settings WHERE id = 1;
 INSERT INTO settings (id, accounting, max_step) VALUES (1, :accounting, :maxStep)
 ON CONFLICT (id) DO UPDATE SET accounting = excluded.accounting, max_step = excluded.max_step;
 
+-- name: touchSettings
+-- A write that changes nothing, to see that a commit goes through.
+UPDATE settings SET accounting = accounting WHERE id = 1;
+
 -- name: lastSeq
 SELECT coalesce(max(seq), 0) FROM events;
 

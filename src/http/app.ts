@@ -162,15 +162,10 @@ export function createApp(options: AppOptions) {
   app.get('/livez', (_req, res) => sendJson(res, 200, { status: 'live' }));
 
   app.get('/readyz', async (_req, res) => {
-    const stats = queue.stats();
-    const queueState = { depth: stats.depth, capacity: queue.capacity };
     const reasons: string[] = [];
     let database = 'writable';
-    if (isClosing()) reasons.push('the server is shutting down');
-    if (stats.depth >= queue.capacity) reasons.push('the ingest queue is full');
-    if (stats.lastError) reasons.push(`the last flush failed: ${stats.lastError.message}`);
     try {
-      await store.probeWritable();
+      await queue.checkWritable();
     } catch (error) {
       if (error instanceof StoreBusyError) {
         database = 'locked by another writer (a rebuild); events wait in the queue';
@@ -179,12 +174,17 @@ export function createApp(options: AppOptions) {
         reasons.push(`the database is not writable: ${(error as Error).message}`);
       }
     }
+    const stats = queue.stats();
+    const queueState = { depth: stats.depth, capacity: queue.capacity };
+    if (isClosing()) reasons.push('the server is shutting down');
+    if (stats.depth >= queue.capacity) reasons.push('the ingest queue is full');
+    const accounting = await store.settings();
     if (reasons.length > 0) {
       throw new HttpProblem(503, 'not-ready', 'Not ready', reasons.join('; '), {
-        extra: { queue: queueState, database },
+        extra: { queue: queueState, database, accounting },
       });
     }
-    sendJson(res, 200, { status: 'ready', queue: queueState, database });
+    sendJson(res, 200, { status: 'ready', queue: queueState, database, accounting });
   });
 
   app.get('/movies/:slug/watch-time', async (req, res) => {

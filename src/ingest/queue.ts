@@ -105,6 +105,21 @@ export class IngestQueue {
     return this.options.queueSize;
   }
 
+  /**
+   * Tries a write now. Success clears the last flush's failure: the server
+   * becomes ready again by itself when a fault goes, with or without traffic.
+   */
+  async checkWritable(): Promise<void> {
+    if (this.flushing) return;
+    try {
+      await this.store.probeWritable();
+      this.lastError = undefined;
+    } catch (error) {
+      if (!(error instanceof StoreBusyError)) this.lastError = error as Error;
+      throw error;
+    }
+  }
+
   /** Refuses new events and settles once every queued one is committed or refused. */
   close(): Promise<void> {
     this.closed = true;

@@ -20,7 +20,7 @@ import {
 const QUERY_NAMES = [
   'readSettings', 'writeSettings', 'lastSeq', 'clientIdExists', 'userId', 'insertUser', 'movieId',
   'insertMovie', 'insertEvent', 'pairState', 'upsertPair', 'addToUser', 'addToMovie', 'eventsAfter',
-  'resetUsers', 'resetMovies', 'resetPairs', 'movie', 'user', 'pair', 'userMovies', 'topMovies',
+  'resetUsers', 'resetMovies', 'resetPairs', 'movie', 'user', 'pair', 'userMovies', 'topMovies', 'touchSettings',
 ] as const;
 type QueryName = (typeof QUERY_NAMES)[number];
 
@@ -50,6 +50,7 @@ export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly q: Record<QueryName, Database.Statement>;
   private readonly ingestBatch: Database.Transaction<(events: ReceivedEvent[]) => boolean[]>;
+  private readonly probe: Database.Transaction<() => void>;
 
   constructor(readonly file: string, options: SqliteOptions = {}) {
     const readonly = options.readonly ?? false;
@@ -81,6 +82,7 @@ export class SqliteStore implements Store {
       }
       this.q.eventsAfter.raw();
       this.ingestBatch = this.db.transaction((events: ReceivedEvent[]) => this.applyBatch(events));
+      this.probe = this.db.transaction(() => void this.q.touchSettings.run());
     } catch (error) {
       this.db.close();
       throw error;
@@ -224,8 +226,8 @@ export class SqliteStore implements Store {
   }
 
   probeWritable(): void {
-    // Takes and releases the write lock: fails on a read-only file or while another writer holds it.
-    whenBusy(() => this.db.exec('BEGIN IMMEDIATE; ROLLBACK'));
+    // A real commit of an unchanged row: it fails as a batch would on a full disk or a read-only file.
+    whenBusy(() => this.probe.immediate());
   }
 
   /** Copies the WAL into the database and empties it. */
