@@ -2,23 +2,13 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
-import Database from 'better-sqlite3';
 import { credit, type AccountingRule } from '../src/accounting.ts';
-import { cleanupAfter, cli, get, post, serve, tempDir } from './helpers.ts';
-
-/** A deterministic pseudo-random source, so a failure can be replayed. */
-function random(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from '../src/generator/players.ts';
+import { cleanupAfter, cli, get, post, serve, snapshot, tempDir } from './helpers.ts';
 
 /** Players who step, pause, seek and rewind over a few users and movies. */
 function workload(seed: number, count: number) {
-  const next = random(seed);
+  const next = seededRandom(seed);
   const positions = new Map<string, number>();
   return Array.from({ length: count }, () => {
     const user = `u${Math.floor(next() * 12)}`;
@@ -45,21 +35,6 @@ function expectedTotals(events: { user: string; slug: string; at: number }[], ru
     movies.set(slug, (movies.get(slug) ?? 0) + credited);
   }
   return { users, movies };
-}
-
-/** Every aggregate row, straight from the file. */
-function snapshot(db: string) {
-  const conn = new Database(db, { readonly: true });
-  try {
-    return {
-      settings: conn.prepare('SELECT * FROM settings').all(),
-      users: conn.prepare('SELECT name, watched, movies, events, last_seq FROM users ORDER BY id').all(),
-      movies: conn.prepare('SELECT slug, watched, viewers, events, last_seq FROM movies ORDER BY id').all(),
-      pairs: conn.prepare('SELECT * FROM user_movies ORDER BY user_id, movie_id').all(),
-    };
-  } finally {
-    conn.close();
-  }
 }
 
 const totalsOf = (rows: unknown[], key: string) =>

@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after } from 'node:test';
+import Database from 'better-sqlite3';
 import { fileURLToPath } from 'node:url';
 import { silentLog } from '../src/log.ts';
 import { SERVER_DEFAULTS, startServer, type RunningServer, type ServerConfig } from '../src/server.ts';
@@ -91,4 +92,35 @@ export function cli(args: string[], env: Record<string, string> = {}): Promise<R
     child.on('error', reject);
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
   });
+}
+
+/** Every aggregate row, straight from the file. */
+export function snapshot(db: string) {
+  const conn = new Database(db, { readonly: true });
+  try {
+    return {
+      settings: conn.prepare('SELECT * FROM settings').all(),
+      users: conn.prepare('SELECT name, watched, movies, events, last_seq FROM users ORDER BY id').all(),
+      movies: conn.prepare('SELECT slug, watched, viewers, events, last_seq FROM movies ORDER BY id').all(),
+      pairs: conn.prepare('SELECT * FROM user_movies ORDER BY user_id, movie_id').all(),
+    };
+  } finally {
+    conn.close();
+  }
+}
+
+/** `watchtime serve` as a child process on 127.0.0.1 (port 0 unless args say otherwise). */
+export function serverProcess(args: string[]) {
+  const child = spawn(process.execPath, [BIN, 'serve', '--host', '127.0.0.1', '--port', '0', ...args]);
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const listening = new Promise<string>((resolve, reject) => {
+    child.stderr.on('data', () => {
+      const match = /listening on 127\.0\.0\.1:(\d+)/.exec(stderr);
+      if (match) resolve(`http://127.0.0.1:${match[1]}`);
+    });
+    child.on('exit', () => reject(new Error(`server exited early: ${stderr}`)));
+  });
+  return { child, listening, exited, stderr: () => stderr };
 }

@@ -1,28 +1,12 @@
 // SIGINT and SIGTERM on a real server process (SPEC section 4): stop
 // accepting, flush what is queued, checkpoint, close, exit 0.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { BIN, cleanupAfter, get, post, tempDir } from './helpers.ts';
-
-function startChild(db: string) {
-  const child = spawn(process.execPath, [BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--db', db, '--flush-ms', '2']);
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr += d));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const listening = new Promise<string>((resolve, reject) => {
-    child.stderr.on('data', () => {
-      const match = /listening on 127\.0\.0\.1:(\d+)/.exec(stderr);
-      if (match) resolve(`http://127.0.0.1:${match[1]}`);
-    });
-    child.on('exit', () => reject(new Error(`server exited early: ${stderr}`)));
-  });
-  return { child, listening, exited, stderr: () => stderr };
-}
+import { cleanupAfter, get, post, serverProcess, tempDir } from './helpers.ts';
 
 const refusesConnections = (port: number) =>
   new Promise<boolean>((resolve) => {
@@ -47,7 +31,7 @@ describe('graceful shutdown', () => {
     test(`${signal} commits every queued event, then exits 0`, async (t) => {
       const cleanup = cleanupAfter(t);
       const db = path.join(tempDir(cleanup), 'w.db');
-      const server = startChild(db);
+      const server = serverProcess(['--db', db, '--flush-ms', '2']);
       cleanup(() => server.child.kill('SIGKILL'));
       const base = await server.listening;
       assert.equal((await post(base, { user: 'a', slug: 'm', at: 10 })).status, 200);

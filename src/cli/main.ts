@@ -1,8 +1,9 @@
-// watchtime's command line: serve, query, rebuild.
+// watchtime's command line: serve, query, rebuild, generate.
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { DatabaseUnusableError } from '../store/sqlite.ts';
 import { SettingsMismatchError } from '../server.ts';
+import { registerGenerate } from './generate.ts';
 import { CliError, EXIT } from './options.ts';
 import { registerQuery } from './query.ts';
 import { registerRebuild } from './rebuild.ts';
@@ -22,6 +23,7 @@ const program = new Command('watchtime')
 registerServe(program);
 registerQuery(program);
 registerRebuild(program);
+registerGenerate(program);
 
 try {
   await program.parseAsync(process.argv);
