@@ -18,6 +18,8 @@ export interface ServerConfig {
   flushMs: number;
   batchSize: number;
   queueSize: number;
+  /** Slow clients are cut off: headers must arrive within headersMs, the whole request within requestMs. */
+  timeouts?: { headersMs: number; requestMs: number };
 }
 
 export const SERVER_DEFAULTS = {
@@ -83,9 +85,15 @@ export async function startServer(config: ServerConfig, log: Log = stderrLog): P
     isClosing: () => closing,
     log,
   });
+  const { headersMs, requestMs } = config.timeouts ?? { headersMs: 10_000, requestMs: 30_000 };
   const server = createServer(
-    // Slow clients are cut off: headers within 10 s, the whole request within 30 s.
-    { headersTimeout: 10_000, requestTimeout: 30_000, keepAliveTimeout: 5_000 },
+    {
+      headersTimeout: headersMs,
+      requestTimeout: requestMs,
+      keepAliveTimeout: 5_000,
+      // Node checks those timeouts on this tick, every 30 s by default: far too coarse.
+      connectionsCheckingInterval: Math.min(1_000, headersMs / 2),
+    },
     handler,
   );
   await new Promise<void>((resolve, reject) => {

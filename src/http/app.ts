@@ -178,6 +178,7 @@ export function createApp(options: AppOptions) {
     const queueState = { depth: stats.depth, capacity: queue.capacity };
     if (isClosing()) reasons.push('the server is shutting down');
     if (stats.depth >= queue.capacity) reasons.push('the ingest queue is full');
+    if (stats.lastError && database === 'writable') reasons.push(`a flush failed: ${stats.lastError.message}`);
     const accounting = await store.settings();
     if (reasons.length > 0) {
       throw new HttpProblem(503, 'not-ready', 'Not ready', reasons.join('; '), {

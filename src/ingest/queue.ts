@@ -32,6 +32,12 @@ export class QueueClosedError extends Error {}
 /** The transaction holding these events failed; none of them was stored. */
 export class FlushError extends Error {}
 
+/**
+ * How long a failed flush keeps the server unready even though a probe write
+ * works: a small probe can fit on a disk that a batch no longer fits on.
+ */
+const FAILURE_MEMORY_MS = 5_000;
+
 interface Waiting {
   events: ReceivedEvent[];
   enqueuedAt: number;
@@ -64,6 +70,7 @@ export class IngestQueue {
   private batches = 0;
   private failedBatches = 0;
   private lastError: Error | undefined;
+  private lastErrorAt = 0;
 
   constructor(
     private readonly store: Store,
@@ -106,18 +113,24 @@ export class IngestQueue {
   }
 
   /**
-   * Tries a write now. Success clears the last flush's failure: the server
-   * becomes ready again by itself when a fault goes, with or without traffic.
+   * Tries a write now. Success clears a flush failure older than a few
+   * seconds: the server becomes ready again by itself when a fault goes,
+   * with or without traffic.
    */
   async checkWritable(): Promise<void> {
     if (this.flushing) return;
     try {
       await this.store.probeWritable();
-      this.lastError = undefined;
+      if (Date.now() - this.lastErrorAt > FAILURE_MEMORY_MS) this.lastError = undefined;
     } catch (error) {
-      if (!(error instanceof StoreBusyError)) this.lastError = error as Error;
+      if (!(error instanceof StoreBusyError)) this.failed(error as Error);
       throw error;
     }
+  }
+
+  private failed(error: Error): void {
+    this.lastError = error;
+    this.lastErrorAt = Date.now();
   }
 
   /** Refuses new events and settles once every queued one is committed or refused. */
@@ -181,7 +194,7 @@ export class IngestQueue {
       } else {
         this.depth -= events.length;
         this.failedBatches += 1;
-        this.lastError = error as Error;
+        this.failed(error as Error);
         const reason = new FlushError(`the events could not be stored: ${(error as Error).message}`);
         for (const waiting of batch) waiting.reject(reason);
       }
