@@ -168,6 +168,9 @@ describe('rebuild', () => {
     const movie = (await get(server.url, '/movies/m/watch-time')).body;
     assert.equal(movie.watchTime, 100 + 110 + 5 + 7, 'every event counted under sum, none twice');
     assert.equal(movie.events, 4);
+    // The server's own memory of the pair must not outlive the rebuild.
+    const pair = (await get(server.url, '/users/a/movies/m/latest-moment')).body;
+    assert.deepEqual([pair.watchTime, pair.latestMoment, pair.events], [100 + 110 + 5 + 7, 7, 4]);
   });
 
   test('refuses a database that does not exist', async (t) => {

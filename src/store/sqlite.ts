@@ -4,7 +4,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { AccountingRule } from '../accounting.ts';
 import { migrations, namedQueries } from './sql-files.ts';
-import { Tally, type PairRow } from './tally.ts';
+import { pairKey, Tally, type PairRow } from './tally.ts';
 import {
   StoreBusyError,
   type MovieTotals,
@@ -19,13 +19,17 @@ import {
 
 const QUERY_NAMES = [
   'readSettings', 'writeSettings', 'lastSeq', 'clientIdExists', 'userId', 'insertUser', 'movieId',
-  'insertMovie', 'insertEvent', 'pairState', 'upsertPair', 'addToUser', 'addToMovie', 'eventsAfter',
+  'insertMovie', 'insertEvent', 'pairState', 'insertPair', 'updatePair', 'addToUser', 'addToMovie', 'eventsAfter',
   'resetUsers', 'resetMovies', 'resetPairs', 'movie', 'user', 'pair', 'userMovies', 'topMovies', 'touchSettings',
 ] as const;
 type QueryName = (typeof QUERY_NAMES)[number];
 
-/** Events read and applied at a time by rebuild, to bound its memory. */
+/** Events rebuild reads at a time. */
 const REBUILD_CHUNK = 50_000;
+/** Pairs rebuild keeps in memory before it writes them out, to bound its memory. */
+const REBUILD_PAIRS_IN_MEMORY = 200_000;
+/** Entries each in-memory cache keeps at most; past it the oldest goes. */
+const CACHE_ENTRIES = 100_000;
 
 /** The database is missing, or not one this version of watchtime can use. */
 export class DatabaseUnusableError extends Error {}
@@ -49,7 +53,7 @@ function withIsoTime<T extends { updatedAt: string }>(row: Row<T>): T {
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly q: Record<QueryName, Database.Statement>;
-  private readonly ingestBatch: Database.Transaction<(events: ReceivedEvent[]) => boolean[]>;
+  private readonly ingestBatch: Database.Transaction<(events: ReceivedEvent[]) => BatchOutcome>;
   private readonly probe: Database.Transaction<() => void>;
 
   constructor(readonly file: string, options: SqliteOptions = {}) {
@@ -129,17 +133,37 @@ export class SqliteStore implements Store {
     this.q.writeSettings.run(rule);
   }
 
+  // What the last committed batches left, so that a batch need not look it up
+  // again: ids never change, and pair states change only through this
+  // connection or a rebuild, which PRAGMA data_version reveals.
+  private readonly knownUserIds = new Map<string, number>();
+  private readonly knownMovieIds = new Map<string, number>();
+  private readonly knownPairs = new Map<string, PairRow>();
+  private dataVersion = -1;
+
   ingest(events: ReceivedEvent[]): boolean[] {
     // IMMEDIATE: a busy database fails at BEGIN, before anything is done.
-    return whenBusy(() => this.ingestBatch.immediate(events));
+    const outcome = whenBusy(() => this.ingestBatch.immediate(events));
+    // Committed: only now may the caches hold what the batch created.
+    for (const [name, id] of outcome.userIds) remember(this.knownUserIds, name, id);
+    for (const [slug, id] of outcome.movieIds) remember(this.knownMovieIds, slug, id);
+    for (const [key, pair] of outcome.tally.pairs) {
+      remember(this.knownPairs, key, { position: pair.position, watched: pair.watched, events: pair.events });
+    }
+    return outcome.duplicate;
   }
 
-  private applyBatch(events: ReceivedEvent[]): boolean[] {
+  private applyBatch(events: ReceivedEvent[]): BatchOutcome {
     // Read inside the transaction: a rebuild may have changed the rule since the last batch.
     const rule = this.settings();
     if (rule === undefined) throw new Error('the database has no accounting settings');
+    const version = this.db.pragma('data_version', { simple: true }) as number;
+    if (version !== this.dataVersion) {
+      this.knownPairs.clear(); // another connection wrote: a rebuild
+      this.dataVersion = version;
+    }
     let seq = this.q.lastSeq.get() as number;
-    const tally = new Tally(rule, this.loadPair);
+    const tally = new Tally(rule, (userId, movieId) => this.knownPairs.get(pairKey(userId, movieId)) ?? this.loadPair(userId, movieId));
     const userIds = new Map<string, number>();
     const movieIds = new Map<string, number>();
     const clientIds = new Set<string>();
@@ -155,23 +179,27 @@ export class SqliteStore implements Store {
         }
         clientIds.add(clientId);
       }
-      const userId = idOf(userIds, event.user, this.q.userId, this.q.insertUser);
-      const movieId = idOf(movieIds, event.slug, this.q.movieId, this.q.insertMovie);
+      const userId = idOf(userIds, this.knownUserIds, event.user, this.q.userId, this.q.insertUser);
+      const movieId = idOf(movieIds, this.knownMovieIds, event.slug, this.q.movieId, this.q.insertMovie);
       seq += 1;
       this.q.insertEvent.run(seq, userId, movieId, event.at, event.receivedAt, clientId);
       tally.apply(seq, userId, movieId, event.at);
     }
     this.write(tally);
-    return duplicate;
+    return { duplicate, userIds, movieIds, tally };
   }
 
   private readonly loadPair = (userId: number, movieId: number): PairRow | undefined =>
     this.q.pairState.get(userId, movieId) as PairRow | undefined;
 
   private write(tally: Tally): void {
-    for (const pair of tally.pairs.values()) this.q.upsertPair.run(pair);
-    for (const [id, delta] of tally.users) this.q.addToUser.run({ id, ...delta });
-    for (const [id, delta] of tally.movies) this.q.addToMovie.run({ id, ...delta });
+    const { insertPair, updatePair, addToUser, addToMovie } = this.q;
+    for (const p of tally.pairs.values()) {
+      if (p.stored) updatePair.run(p.position, p.watched, p.events, p.lastSeq, p.userId, p.movieId);
+      else insertPair.run(p.userId, p.movieId, p.position, p.watched, p.events, p.lastSeq);
+    }
+    for (const [id, d] of tally.users) addToUser.run(d.watched, d.pairs, d.events, d.lastSeq, id);
+    for (const [id, d] of tally.movies) addToMovie.run(d.watched, d.pairs, d.events, d.lastSeq, id);
   }
 
   movie(slug: string): MovieTotals | undefined {
@@ -208,20 +236,26 @@ export class SqliteStore implements Store {
       let done = 0;
       let after = 0;
       onProgress?.({ done, total });
+      // Pairs stay in memory across chunks; when there are too many they are
+      // written out, and read back from this same transaction when met again.
+      let tally = new Tally(rule, this.loadPair);
       for (;;) {
         const rows = this.q.eventsAfter.all(after, REBUILD_CHUNK) as [number, number, number, number][];
         if (rows.length === 0) break;
-        // Pairs written by earlier chunks are read back from this same transaction.
-        const tally = new Tally(rule, this.loadPair);
         for (const [seq, userId, movieId, at] of rows) tally.apply(seq, userId, movieId, at);
-        this.write(tally);
+        if (tally.pairs.size > REBUILD_PAIRS_IN_MEMORY) {
+          this.write(tally);
+          tally = new Tally(rule, this.loadPair);
+        }
         after = rows[rows.length - 1][0];
         done += rows.length;
         onProgress?.({ done, total });
       }
+      this.write(tally);
       this.q.writeSettings.run(rule);
       return { done, total };
     });
+    this.knownPairs.clear();
     return run.immediate();
   }
 
@@ -251,18 +285,35 @@ function whenBusy<T>(fn: () => T): T {
   }
 }
 
+interface BatchOutcome {
+  duplicate: boolean[];
+  /** The ids the batch used, to remember once it has committed. */
+  userIds: Map<string, number>;
+  movieIds: Map<string, number>;
+  tally: Tally;
+}
+
+/** The id of a name: from this batch, from what earlier batches left, from the table, or newly added. */
 function idOf(
-  cache: Map<string, number>,
+  batch: Map<string, number>,
+  known: Map<string, number>,
   name: string,
   select: Database.Statement,
   insert: Database.Statement,
 ): number {
-  let id = cache.get(name);
+  let id = batch.get(name);
   if (id === undefined) {
-    id = (select.get(name) ?? insert.get(name)) as number;
-    cache.set(name, id);
+    id = (known.get(name) ?? select.get(name) ?? insert.get(name)) as number;
+    batch.set(name, id);
   }
   return id;
+}
+
+/** Adds to a bounded cache, dropping the oldest entry when it is full. */
+function remember<V>(cache: Map<string, V>, key: string, value: V): void {
+  cache.delete(key);
+  if (cache.size >= CACHE_ENTRIES) cache.delete(cache.keys().next().value!);
+  cache.set(key, value);
 }
 
 function page<T extends { updatedAt: string }>(rows: Row<T>[], limit: number): Page<T> {

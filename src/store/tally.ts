@@ -13,6 +13,8 @@ export interface PairState extends PairRow {
   userId: number;
   movieId: number;
   lastSeq: number;
+  /** Whether the pair has a row already (update it) or is new (insert it). */
+  stored: boolean;
 }
 
 export interface TotalDelta {
@@ -22,6 +24,8 @@ export interface TotalDelta {
   pairs: number;
   lastSeq: number;
 }
+
+export const pairKey = (userId: number, movieId: number) => `${userId}:${movieId}`;
 
 export class Tally {
   readonly pairs = new Map<string, PairState>();
@@ -35,13 +39,13 @@ export class Tally {
   ) {}
 
   apply(seq: number, userId: number, movieId: number, at: number): void {
-    const key = `${userId}:${movieId}`;
+    const key = pairKey(userId, movieId);
     let pair = this.pairs.get(key);
     let isNewPair = false;
     if (pair === undefined) {
       const stored = this.loadPair(userId, movieId);
       isNewPair = stored === undefined;
-      pair = { userId, movieId, position: 0, watched: 0, events: 0, lastSeq: 0, ...stored };
+      pair = { userId, movieId, position: 0, watched: 0, events: 0, lastSeq: 0, ...stored, stored: !isNewPair };
       this.pairs.set(key, pair);
     }
     const credited = credit(this.rule, pair.position, at);
