@@ -1,13 +1,15 @@
 # syntax=docker/dockerfile:1
 
-# Build: compile better-sqlite3's native binding, install runtime packages only.
+# Build: compile better-sqlite3's native binding and the TypeScript, then drop dev packages.
 FROM node:20-bookworm-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY package.json package-lock.json ./
-RUN npm ci --omit=dev
+COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
+COPY src ./src
+# npm ci runs the prepare script, which builds dist/.
+RUN npm ci && npm prune --omit=dev
 
 # Run: no compiler, not root, data in a volume.
 FROM node:20-bookworm-slim
@@ -16,8 +18,8 @@ ENV NODE_ENV=production \
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY package.json ./
+COPY --from=build /app/dist ./dist
 COPY bin ./bin
-COPY src ./src
 COPY sql ./sql
 RUN mkdir /data && chown node:node /data
 USER node
