@@ -265,7 +265,7 @@ export function registerGenerate(program: Command): void {
     .addOption(envOption('--seed <n>', 'random seed; the same seed replays the same players (default: random)').argParser(integer(0, 2 ** 31 - 1)))
     .addOption(envOption('--connections <n>', 'requests in flight at once').argParser(integer(1, 1000)).default(8))
     .addOption(envOption('--batch <n>', 'events a request').argParser(integer(1, 10_000)).default(1))
-    .option('--verify', 'afterwards, compare every user, movie and pair with the server; exit 1 on any difference');
+    .addOption(envOption('--verify', 'afterwards, compare every user, movie and pair with the server; exit 1 on any difference'));
   for (const option of accountingOptions()) command.addOption(option);
   command
     .addOption(envOption('--ingest-token <token>', 'bearer token for POST'))

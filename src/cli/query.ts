@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { DatabaseUnusableError, SqliteStore } from '../store/sqlite.ts';
 import { checkName } from '../event.ts';
 import { formatRecord, formatTable, watched } from './format.ts';
-import { CliError, dbOption, EXIT, integer } from './options.ts';
+import { CliError, dbOption, envOption, EXIT, integer } from './options.ts';
 
 interface QueryOptions {
   db: string;
@@ -52,7 +52,7 @@ export function registerQuery(program: Command): void {
       .command(name)
       .description(description)
       .addOption(dbOption())
-      .option('--json', 'print the answer as the HTTP API does');
+      .addOption(envOption('--json', 'print the answer as the HTTP API does'));
 
   sub('movie <slug>', "a movie's total watch time").action((slug: string, options: QueryOptions) =>
     answer(options, (s) => s.movie(argument(slug, 'slug')), `no events for the movie ${JSON.stringify(slug)}`, (m) =>
@@ -79,7 +79,7 @@ export function registerQuery(program: Command): void {
   );
 
   sub('movies <user>', "a user's movies, most recently watched first")
-    .option('--limit <n>', 'how many', integer(1, 1_000_000), 20)
+    .addOption(envOption('--limit <n>', 'how many').argParser(integer(1, 1_000_000)).default(20))
     .action((user: string, options: QueryOptions) =>
       answer(options, (s) => s.userMovies(argument(user, 'user'), options.limit!, 0)?.items,
         `no events for the user ${JSON.stringify(user)}`, (items) =>
@@ -89,7 +89,7 @@ export function registerQuery(program: Command): void {
     );
 
   sub('top', 'movies by total watch time, largest first')
-    .option('--limit <n>', 'how many', integer(1, 1_000_000), 10)
+    .addOption(envOption('--limit <n>', 'how many').argParser(integer(1, 1_000_000)).default(10))
     .action((options: QueryOptions) =>
       answer(options, (s) => s.topMovies(options.limit!, 0).items, 'no movies yet', (items) => {
         if (items.length === 0) return 'no movies yet';
