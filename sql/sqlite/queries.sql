@@ -12,6 +12,10 @@ ON CONFLICT (id) DO UPDATE SET accounting = excluded.accounting, max_step = excl
 -- A write that changes nothing, to see that a commit goes through.
 UPDATE settings SET accounting = accounting WHERE id = 1;
 
+-- name: dataVersion
+-- Changes when another connection commits.
+PRAGMA data_version;
+
 -- name: lastSeq
 SELECT coalesce(max(seq), 0) FROM events;
 

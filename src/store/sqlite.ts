@@ -21,6 +21,7 @@ const QUERY_NAMES = [
   'readSettings', 'writeSettings', 'lastSeq', 'clientIdExists', 'userId', 'insertUser', 'movieId',
   'insertMovie', 'insertEvent', 'pairState', 'insertPair', 'updatePair', 'addToUser', 'addToMovie', 'eventsAfter',
   'resetUsers', 'resetMovies', 'resetPairs', 'movie', 'user', 'pair', 'userMovies', 'topMovies', 'touchSettings',
+  'dataVersion',
 ] as const;
 type QueryName = (typeof QUERY_NAMES)[number];
 
@@ -45,6 +46,8 @@ export interface SqliteOptions {
 }
 
 type Row<T> = Omit<T, 'updatedAt'> & { updatedAt: number };
+
+const latestVersion = (steps: { version: number }[]) => steps.at(-1)?.version ?? 0;
 
 function withIsoTime<T extends { updatedAt: string }>(row: Row<T>): T {
   return { ...row, updatedAt: new Date(row.updatedAt).toISOString() } as T;
@@ -81,7 +84,7 @@ export class SqliteStore implements Store {
         QueryName,
         Database.Statement
       >;
-      for (const name of ['lastSeq', 'clientIdExists', 'userId', 'insertUser', 'movieId', 'insertMovie'] as const) {
+      for (const name of ['lastSeq', 'clientIdExists', 'userId', 'insertUser', 'movieId', 'insertMovie', 'dataVersion'] as const) {
         this.q[name].pluck();
       }
       this.q.eventsAfter.raw();
@@ -99,7 +102,7 @@ export class SqliteStore implements Store {
 
   private migrate(): void {
     const steps = migrations('sqlite');
-    const latest = steps.at(-1)?.version ?? 0;
+    const latest = latestVersion(steps);
     const current = this.schemaVersion();
     if (current > latest) {
       throw new DatabaseUnusableError(
@@ -115,7 +118,7 @@ export class SqliteStore implements Store {
   }
 
   private checkSchema(): void {
-    const latest = migrations('sqlite').at(-1)?.version ?? 0;
+    const latest = latestVersion(migrations('sqlite'));
     const current = this.schemaVersion();
     if (current === 0) throw new DatabaseUnusableError(`${this.file} is not a watchtime database`);
     if (current !== latest) {
@@ -157,7 +160,7 @@ export class SqliteStore implements Store {
     // Read inside the transaction: a rebuild may have changed the rule since the last batch.
     const rule = this.settings();
     if (rule === undefined) throw new Error('the database has no accounting settings');
-    const version = this.db.pragma('data_version', { simple: true }) as number;
+    const version = this.q.dataVersion.get() as number;
     if (version !== this.dataVersion) {
       this.knownPairs.clear(); // another connection wrote: a rebuild
       this.dataVersion = version;
@@ -203,18 +206,15 @@ export class SqliteStore implements Store {
   }
 
   movie(slug: string): MovieTotals | undefined {
-    const row = this.q.movie.get(slug) as Row<MovieTotals> | undefined;
-    return row && withIsoTime(row);
+    return one<MovieTotals>(this.q.movie, slug);
   }
 
   user(name: string): UserTotals | undefined {
-    const row = this.q.user.get(name) as Row<UserTotals> | undefined;
-    return row && withIsoTime(row);
+    return one<UserTotals>(this.q.user, name);
   }
 
   pair(user: string, slug: string): PairTotals | undefined {
-    const row = this.q.pair.get(user, slug) as Row<PairTotals> | undefined;
-    return row && withIsoTime(row);
+    return one<PairTotals>(this.q.pair, user, slug);
   }
 
   userMovies(user: string, limit: number, offset: number): Page<UserMovie> | undefined {
@@ -314,6 +314,12 @@ function remember<V>(cache: Map<string, V>, key: string, value: V): void {
   cache.delete(key);
   if (cache.size >= CACHE_ENTRIES) cache.delete(cache.keys().next().value!);
   cache.set(key, value);
+}
+
+/** One answer row, or undefined, with its time as ISO 8601. */
+function one<T extends { updatedAt: string }>(statement: Database.Statement, ...params: string[]): T | undefined {
+  const row = statement.get(...params) as Row<T> | undefined;
+  return row && withIsoTime(row);
 }
 
 function page<T extends { updatedAt: string }>(rows: Row<T>[], limit: number): Page<T> {
