@@ -44,7 +44,6 @@ export class SettingsMismatchError extends Error {}
 export interface RunningServer {
   url: string;
   port: number;
-  store: SqliteStore;
   /** Stops accepting, flushes the queue, checkpoints and closes the database. */
   close(): Promise<void>;
 }
@@ -134,5 +133,5 @@ export async function startServer(config: ServerConfig, log: Log = stderrLog): P
       log('info', `stopped; ${stats.committedEvents} event(s) committed in ${stats.batches} batch(es) since start`);
     })());
 
-  return { url, port, store, close };
+  return { url, port, close };
 }

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { DatabaseUnusableError, SqliteStore } from '../store/sqlite.ts';
+import { nothingFor } from '../store/store.ts';
 import { checkName } from '../event.ts';
 import { formatRecord, formatTable, watched } from './format.ts';
 import { CliError, dbOption, envOption, EXIT, integer } from './options.ts';
@@ -55,13 +56,13 @@ export function registerQuery(program: Command): void {
       .addOption(envOption('--json', 'print the answer as the HTTP API does'));
 
   sub('movie <slug>', "a movie's total watch time").action((slug: string, options: QueryOptions) =>
-    answer(options, (s) => s.movie(argument(slug, 'slug')), `no events for the movie ${JSON.stringify(slug)}`, (m) =>
+    answer(options, (s) => s.movie(argument(slug, 'slug')), nothingFor.movie(slug), (m) =>
       formatRecord([['movie', m.slug], ['watched', watched(m.watchTime)], ['viewers', m.viewers], ['events', m.events], ['updated', m.updatedAt]]),
     ),
   );
 
   sub('user <user>', "a user's total watch time across movies").action((user: string, options: QueryOptions) =>
-    answer(options, (s) => s.user(argument(user, 'user')), `no events for the user ${JSON.stringify(user)}`, (u) =>
+    answer(options, (s) => s.user(argument(user, 'user')), nothingFor.user(user), (u) =>
       formatRecord([['user', u.user], ['watched', watched(u.watchTime)], ['movies', u.movies], ['events', u.events], ['updated', u.updatedAt]]),
     ),
   );
@@ -71,7 +72,7 @@ export function registerQuery(program: Command): void {
       answer(
         options,
         (s) => s.pair(argument(user, 'user'), argument(slug, 'slug')),
-        `no events for the user ${JSON.stringify(user)} in the movie ${JSON.stringify(slug)}`,
+        nothingFor.pair(user, slug),
         (p) =>
           formatRecord([['user', p.user], ['movie', p.slug], ['latest moment', `${p.latestMoment} s`],
             ['watched', watched(p.watchTime)], ['events', p.events], ['updated', p.updatedAt]]),
@@ -82,7 +83,7 @@ export function registerQuery(program: Command): void {
     .addOption(envOption('--limit <n>', 'how many').argParser(integer(1, 1_000_000)).default(20))
     .action((user: string, options: QueryOptions) =>
       answer(options, (s) => s.userMovies(argument(user, 'user'), options.limit!, 0)?.items,
-        `no events for the user ${JSON.stringify(user)}`, (items) =>
+        nothingFor.user(user), (items) =>
           formatTable(['movie', 'latest moment', 'watched', 'events', 'updated'],
             items.map((m) => [m.slug, m.latestMoment, m.watchTime, m.events, m.updatedAt])),
       ),

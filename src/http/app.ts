@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import polka, { type Request } from 'polka';
 import { checkName, MAX_BATCH_EVENTS, validateBatch, type FieldError } from '../event.ts';
 import { FlushError, QueueClosedError, QueueFullError, type IngestQueue } from '../ingest/queue.ts';
-import { StoreBusyError, type ReceivedEvent, type Store } from '../store/store.ts';
+import { nothingFor, StoreBusyError, type ReceivedEvent, type Store } from '../store/store.ts';
 import { bearerCheck } from './auth.ts';
 import { bodyFormat, readBody, type BodyFormat } from './body.ts';
 import { badRequest, HttpProblem, notFound, sendJson, sendProblem, serviceUnavailable } from './problem.ts';
@@ -79,6 +79,14 @@ function nameParam(req: Request, field: 'user' | 'slug'): string {
   const errors = checkName(value, field);
   if (errors.length > 0) throw badRequest(`invalid ${field} in the path`, errors);
   return value;
+}
+
+/** limit and offset of a paginated list. */
+function pageParams(req: Request): { limit: number; offset: number } {
+  return {
+    limit: intParam(req, 'limit', 1, MAX_PAGE, DEFAULT_PAGE),
+    offset: intParam(req, 'offset', 0, Number.MAX_SAFE_INTEGER, 0),
+  };
 }
 
 function pageLinks(req: Request, limit: number, offset: number, more: boolean) {
@@ -194,14 +202,14 @@ export function createApp(options: AppOptions) {
   app.get('/movies/:slug/watch-time', async (req, res) => {
     const slug = nameParam(req, 'slug');
     const movie = await store.movie(slug);
-    if (!movie) throw notFound(`no events for the movie ${JSON.stringify(slug)}`);
+    if (!movie) throw notFound(nothingFor.movie(slug));
     sendJson(res, 200, movie);
   });
 
   app.get('/users/:user/watch-time', async (req, res) => {
     const user = nameParam(req, 'user');
     const totals = await store.user(user);
-    if (!totals) throw notFound(`no events for the user ${JSON.stringify(user)}`);
+    if (!totals) throw notFound(nothingFor.user(user));
     sendJson(res, 200, totals);
   });
 
@@ -209,22 +217,20 @@ export function createApp(options: AppOptions) {
     const user = nameParam(req, 'user');
     const slug = nameParam(req, 'slug');
     const pair = await store.pair(user, slug);
-    if (!pair) throw notFound(`no events for the user ${JSON.stringify(user)} in the movie ${JSON.stringify(slug)}`);
+    if (!pair) throw notFound(nothingFor.pair(user, slug));
     sendJson(res, 200, pair);
   });
 
   app.get('/users/:user/movies', async (req, res) => {
     const user = nameParam(req, 'user');
-    const limit = intParam(req, 'limit', 1, MAX_PAGE, DEFAULT_PAGE);
-    const offset = intParam(req, 'offset', 0, Number.MAX_SAFE_INTEGER, 0);
+    const { limit, offset } = pageParams(req);
     const page = await store.userMovies(user, limit, offset);
-    if (!page) throw notFound(`no events for the user ${JSON.stringify(user)}`);
+    if (!page) throw notFound(nothingFor.user(user));
     sendJson(res, 200, { user, items: page.items, ...pageLinks(req, limit, offset, page.more) });
   });
 
   app.get('/movies', async (req, res) => {
-    const limit = intParam(req, 'limit', 1, MAX_PAGE, DEFAULT_PAGE);
-    const offset = intParam(req, 'offset', 0, Number.MAX_SAFE_INTEGER, 0);
+    const { limit, offset } = pageParams(req);
     const page = await store.topMovies(limit, offset);
     sendJson(res, 200, { items: page.items, ...pageLinks(req, limit, offset, page.more) });
   });

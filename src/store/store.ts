@@ -5,6 +5,14 @@ import type { WatchEvent } from '../event.ts';
 
 export type Awaitable<T> = T | Promise<T>;
 
+/** Why a lookup found nothing: the same words from the HTTP API and the command line. */
+export const nothingFor = {
+  movie: (slug: string) => `no events for the movie ${JSON.stringify(slug)}`,
+  user: (user: string) => `no events for the user ${JSON.stringify(user)}`,
+  pair: (user: string, slug: string) =>
+    `no events for the user ${JSON.stringify(user)} in the movie ${JSON.stringify(slug)}`,
+};
+
 /** Another connection (a rebuild) holds the write lock; trying again later may work. */
 export class StoreBusyError extends Error {}
 
