@@ -1,13 +1,13 @@
 // Backpressure and faults (SPEC section 4): a full queue, a disk that fills
 // up and frees again, and clients too slow to finish a request.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
-import { BIN, cleanupAfter, get, post, serve, tempDir } from './helpers.ts';
+import { BIN, childServer, cleanupAfter, get, post, serve, tempDir } from './helpers.ts';
 
 const storedIds = (db: string) => {
   const conn = new Database(db, { readonly: true });
@@ -67,17 +67,10 @@ describe('storage faults', () => {
     const cleanup = cleanupAfter(t);
     const db = path.join(tempDir(cleanup), 'w.db');
     // A file-size limit on the server process: its writes past 2 MB fail as on a full disk.
-    const child = spawn('prlimit', ['--fsize=2000000:unlimited', process.execPath, BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--db', db]);
+    const server = childServer('prlimit', ['--fsize=2000000:unlimited', process.execPath, BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--db', db]);
+    const { child } = server;
     cleanup(() => child.kill('SIGKILL'));
-    let stderr = '';
-    const base = await new Promise<string>((resolve, reject) => {
-      child.stderr.on('data', (d) => {
-        stderr += d;
-        const match = /listening on 127\.0\.0\.1:(\d+)/.exec(stderr);
-        if (match) resolve(`http://127.0.0.1:${match[1]}`);
-      });
-      child.on('exit', () => reject(new Error(stderr)));
-    });
+    const base = await server.listening;
 
     const acknowledged = new Set<string>();
     const refused = new Set<string>();
@@ -118,7 +111,7 @@ describe('storage faults', () => {
     acknowledged.add('after-1');
 
     child.kill('SIGTERM');
-    await new Promise((resolve) => child.on('exit', resolve));
+    await server.exited;
     const ids = storedIds(db);
     for (const id of acknowledged) assert.ok(ids.has(id), `acknowledged ${id} is stored`);
     for (const id of refused) assert.ok(!ids.has(id), `refused ${id} is not stored`);

@@ -3,14 +3,13 @@
 // single-event ingest, 1,000-event batches and reads; then the rebuild rate
 // on 1,000,000 stored events, bytes on disk per event and peak RSS.
 //   npm run bench -- [--duration 10] [--connections 64] [--events 1000000]
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { SqliteStore } from '../../src/store/sqlite.ts';
-import { BIN, cli } from '../helpers.ts';
+import { childServer, cli, serverProcess } from '../helpers.ts';
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -25,24 +24,13 @@ const TSX = fileURLToPath(new URL('../../node_modules/tsx/dist/cli.mjs', import.
 const USERS = 10_000;
 const MOVIES = 500;
 
-async function start(args: string[]): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stderr!.on('data', (d) => {
-      stderr += d;
-      const match = /listening on 127\.0\.0\.1:(\d+)/.exec(stderr);
-      if (match) resolve(`http://127.0.0.1:${match[1]}`);
-    });
-    child.on('exit', () => reject(new Error(`server exited: ${stderr}`)));
-  });
-  return { child, url };
+async function start(server: ReturnType<typeof childServer>) {
+  return { ...server, url: await server.listening };
 }
 
-async function stop(child: ChildProcess) {
-  const exited = new Promise((resolve) => child.on('exit', resolve));
-  child.kill('SIGTERM');
-  await exited;
+async function stop(server: ReturnType<typeof childServer>) {
+  server.child.kill('SIGTERM');
+  await server.exited;
 }
 
 /** Heartbeats from USERS users over MOVIES movies; each pair moves forward 5 s a round. */
@@ -104,16 +92,16 @@ const peakRss = (pid: number) => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/
 const dir = mkdtempSync(path.join(tmpdir(), 'watchtime-bench-'));
 try {
   const phases: Phase[] = ['single', 'batch', 'read'];
-  const bare = await start([TSX, BARE]);
+  const bare = await start(childServer(process.execPath, [TSX, BARE]));
   const baseline: Record<string, Figures> = {};
   for (const phase of phases) baseline[phase] = await load(bare.url, phase);
-  await stop(bare.child);
+  await stop(bare);
 
-  const served = await start([BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--db', path.join(dir, 'served.db')]);
+  const served = await start(serverProcess(['--db', path.join(dir, 'served.db')]));
   const measured: Record<string, Figures> = {};
   for (const phase of phases) measured[phase] = await load(served.url, phase);
   const rss = peakRss(served.child.pid!);
-  await stop(served.child);
+  await stop(served);
 
   // 1,000,000 stored events for rebuild and size, written through the store as the server would.
   const file = path.join(dir, 'rebuild.db');
