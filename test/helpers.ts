@@ -99,9 +99,14 @@ export function snapshot(db: string) {
   const conn = new Database(db, { readonly: true });
   try {
     return {
-      settings: conn.prepare('SELECT * FROM settings').all(),
-      users: conn.prepare('SELECT name, watched, movies, events, last_seq FROM users ORDER BY id').all(),
-      movies: conn.prepare('SELECT slug, watched, viewers, events, last_seq FROM movies ORDER BY id').all(),
+      // Not the generation: it counts rebuilds, and says nothing of the totals.
+      settings: conn.prepare('SELECT id, accounting, max_step FROM settings').all(),
+      users: conn
+        .prepare('SELECT name, watched, movies, events, last_seq FROM users JOIN user_totals ON user_id = id ORDER BY id')
+        .all(),
+      movies: conn
+        .prepare('SELECT slug, watched, viewers, events, last_seq FROM movies JOIN movie_totals ON movie_id = id ORDER BY id')
+        .all(),
       pairs: conn.prepare('SELECT * FROM user_movies ORDER BY user_id, movie_id').all(),
     };
   } finally {

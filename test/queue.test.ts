@@ -79,6 +79,6 @@ describe('ingest queue', () => {
     assert.deepEqual(await queue.submit([event(3)]), { accepted: 1, duplicates: 0 });
     assert.equal(queue.stats().lastError, undefined);
     assert.equal(count(), 1);
-    assert.equal(other.prepare("SELECT watched FROM movies WHERE slug = 'm'").pluck().get(), 3);
+    assert.equal(other.prepare("SELECT watched FROM movies JOIN movie_totals ON movie_id = id WHERE slug = 'm'").pluck().get(), 3);
   });
 });

@@ -19,6 +19,10 @@ PRAGMA data_version;
 -- name: lastSeq
 SELECT coalesce(max(seq), 0) FROM events;
 
+-- name: generation
+-- Changes when a rebuild swaps in new totals.
+SELECT generation FROM settings WHERE id = 1;
+
 -- name: clientIdExists
 SELECT 1 FROM events WHERE client_id = ?;
 
@@ -38,67 +42,58 @@ INSERT INTO movies (slug) VALUES (?) RETURNING id;
 INSERT INTO events (seq, user_id, movie_id, at, received_at, client_id) VALUES (?, ?, ?, ?, ?, ?);
 
 -- name: pairState
-SELECT position, watched, events FROM user_movies WHERE user_id = ? AND movie_id = ?;
+SELECT position, watched, events, last_seq AS lastSeq, updated_at AS updatedAt
+FROM user_movies WHERE user_id = ? AND movie_id = ?;
 
--- The batch writes below run once per row: positional parameters, and a
--- plain INSERT or UPDATE rather than an upsert, are measurably cheaper.
+-- The batch writes below run once per row, with positional parameters.
+-- A pair is inserted or updated, since the batch knows which; a user's or a
+-- movie's totals are added to, the row made on its first event.
 
 -- name: insertPair
-INSERT INTO user_movies (user_id, movie_id, position, watched, events, last_seq) VALUES (?, ?, ?, ?, ?, ?);
+INSERT INTO user_movies (user_id, movie_id, position, watched, events, last_seq, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?);
 
 -- name: updatePair
-UPDATE user_movies SET position = ?, watched = ?, events = ?, last_seq = ? WHERE user_id = ? AND movie_id = ?;
+UPDATE user_movies SET position = ?, watched = ?, events = ?, last_seq = ?, updated_at = ? WHERE user_id = ? AND movie_id = ?;
 
 -- name: addToUser
-UPDATE users SET watched = watched + ?, movies = movies + ?, events = events + ?, last_seq = ? WHERE id = ?;
+INSERT INTO user_totals (user_id, watched, movies, events, last_seq, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (user_id) DO UPDATE SET watched = watched + excluded.watched, movies = movies + excluded.movies,
+  events = events + excluded.events, last_seq = excluded.last_seq, updated_at = excluded.updated_at;
 
 -- name: addToMovie
-UPDATE movies SET watched = watched + ?, viewers = viewers + ?, events = events + ?, last_seq = ? WHERE id = ?;
-
--- name: eventsAfter
-SELECT seq, user_id, movie_id, at FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
-
--- name: resetUsers
-UPDATE users SET watched = 0, movies = 0, events = 0, last_seq = 0;
-
--- name: resetMovies
-UPDATE movies SET watched = 0, viewers = 0, events = 0, last_seq = 0;
-
--- name: resetPairs
-DELETE FROM user_movies;
+INSERT INTO movie_totals (movie_id, watched, viewers, events, last_seq, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (movie_id) DO UPDATE SET watched = watched + excluded.watched, viewers = viewers + excluded.viewers,
+  events = events + excluded.events, last_seq = excluded.last_seq, updated_at = excluded.updated_at;
 
 -- name: movie
-SELECT m.slug, m.watched AS watchTime, m.viewers, m.events, e.received_at AS updatedAt
-FROM movies m JOIN events e ON e.seq = m.last_seq
+SELECT m.slug, t.watched AS watchTime, t.viewers, t.events, t.updated_at AS updatedAt
+FROM movies m JOIN movie_totals t ON t.movie_id = m.id
 WHERE m.slug = ?;
 
 -- name: user
-SELECT u.name AS user, u.watched AS watchTime, u.movies, u.events, e.received_at AS updatedAt
-FROM users u JOIN events e ON e.seq = u.last_seq
+SELECT u.name AS user, t.watched AS watchTime, t.movies, t.events, t.updated_at AS updatedAt
+FROM users u JOIN user_totals t ON t.user_id = u.id
 WHERE u.name = ?;
 
 -- name: pair
 SELECT u.name AS user, m.slug, um.position AS latestMoment, um.watched AS watchTime,
-  um.events, e.received_at AS updatedAt
+  um.events, um.updated_at AS updatedAt
 FROM users u
-JOIN user_movies um ON um.user_id = u.id
-JOIN movies m ON m.id = um.movie_id
-JOIN events e ON e.seq = um.last_seq
+JOIN movies m
+JOIN user_movies um ON um.user_id = u.id AND um.movie_id = m.id
 WHERE u.name = ? AND m.slug = ?;
 
 -- name: userMovies
 -- Most recently watched first: last_seq is the arrival order of the pair's latest event.
-SELECT m.slug, um.position AS latestMoment, um.watched AS watchTime, um.events,
-  e.received_at AS updatedAt
+SELECT m.slug, um.position AS latestMoment, um.watched AS watchTime, um.events, um.updated_at AS updatedAt
 FROM user_movies um
 JOIN movies m ON m.id = um.movie_id
-JOIN events e ON e.seq = um.last_seq
 WHERE um.user_id = ?
 ORDER BY um.last_seq DESC
 LIMIT ? OFFSET ?;
 
 -- name: topMovies
-SELECT m.slug, m.watched AS watchTime, m.viewers, m.events, e.received_at AS updatedAt
-FROM movies m JOIN events e ON e.seq = m.last_seq
-ORDER BY m.watched DESC, m.id
+SELECT m.slug, t.watched AS watchTime, t.viewers, t.events, t.updated_at AS updatedAt
+FROM movie_totals t JOIN movies m ON m.id = t.movie_id
+ORDER BY t.watched DESC, t.movie_id
 LIMIT ? OFFSET ?;

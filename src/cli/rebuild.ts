@@ -18,8 +18,8 @@ export function registerRebuild(program: Command): void {
   const command = program
     .command('rebuild')
     .description(
-      'recompute every aggregate from the stored events, in one transaction (readers see the old or the new totals); ' +
-        'a server running on the same file applies the new rule from its next batch',
+      'recompute every aggregate from the stored events, beside the live totals, then swap them in at once ' +
+        '(readers see the old or the new totals); a server running on the same file keeps taking events meanwhile',
     )
     .addOption(dbOption());
   for (const option of accountingOptions()) command.addOption(option);
@@ -40,8 +40,10 @@ export function registerRebuild(program: Command): void {
       bar.stop();
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const rate = seconds > 0 ? Math.round(result.done / seconds) : result.done;
+      const peakMb = Math.round(process.resourceUsage().maxRSS / 1024);
       process.stdout.write(
-        `rebuilt ${result.done} events under accounting ${describeRule(rule)} in ${seconds.toFixed(2)} s (${rate} events/s)\n`,
+        `rebuilt ${result.done} events under accounting ${describeRule(rule)} in ${seconds.toFixed(2)} s ` +
+          `(${rate} events/s, peak RSS ${peakMb} MB)\n`,
       );
     } finally {
       store.close();

@@ -25,9 +25,13 @@ export function migrations(dialect: string): Migration[] {
     .sort((a, b) => a.version - b.version);
 }
 
-/** The `-- name: X` blocks of `queries.sql`. */
-export function namedQueries<Name extends string>(dialect: string, names: readonly Name[]): Record<Name, string> {
-  const text = readFileSync(path.join(SQL_ROOT, dialect, 'queries.sql'), 'utf8');
+/** The `-- name: X` blocks of a file of named queries (`queries.sql` unless told). */
+export function namedQueries<Name extends string>(
+  dialect: string,
+  names: readonly Name[],
+  file = 'queries.sql',
+): Record<Name, string> {
+  const text = readFileSync(path.join(SQL_ROOT, dialect, file), 'utf8');
   const found = new Map<string, string>();
   for (const block of text.split(/^-- name: */m).slice(1)) {
     const newline = block.indexOf('\n');
@@ -36,7 +40,7 @@ export function namedQueries<Name extends string>(dialect: string, names: readon
   const queries = {} as Record<Name, string>;
   for (const name of names) {
     const sql = found.get(name);
-    if (sql === undefined) throw new Error(`sql/${dialect}/queries.sql has no query named ${name}`);
+    if (sql === undefined) throw new Error(`sql/${dialect}/${file} has no query named ${name}`);
     queries[name] = sql;
   }
   return queries;

@@ -2,9 +2,11 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { LRUCache } from 'lru-cache';
 import type { AccountingRule } from '../accounting.ts';
+import { rebuildOnline } from './sqlite-rebuild.ts';
 import { migrations, namedQueries } from './sql-files.ts';
-import { pairKey, Tally, type PairRow } from './tally.ts';
+import { pairKey, Tally, writeTally, type PairRow } from './tally.ts';
 import {
   StoreBusyError,
   type MovieTotals,
@@ -18,19 +20,20 @@ import {
 } from './store.ts';
 
 const QUERY_NAMES = [
-  'readSettings', 'writeSettings', 'lastSeq', 'clientIdExists', 'userId', 'insertUser', 'movieId',
-  'insertMovie', 'insertEvent', 'pairState', 'insertPair', 'updatePair', 'addToUser', 'addToMovie', 'eventsAfter',
-  'resetUsers', 'resetMovies', 'resetPairs', 'movie', 'user', 'pair', 'userMovies', 'topMovies', 'touchSettings',
-  'dataVersion',
+  'readSettings', 'writeSettings', 'lastSeq', 'generation', 'clientIdExists', 'userId', 'insertUser', 'movieId',
+  'insertMovie', 'insertEvent', 'pairState', 'insertPair', 'updatePair', 'addToUser', 'addToMovie',
+  'movie', 'user', 'pair', 'userMovies', 'topMovies', 'touchSettings', 'dataVersion',
 ] as const;
 type QueryName = (typeof QUERY_NAMES)[number];
 
-/** Events rebuild reads at a time. */
-const REBUILD_CHUNK = 50_000;
-/** Pairs rebuild keeps in memory before it writes them out, to bound its memory. */
-const REBUILD_PAIRS_IN_MEMORY = 200_000;
-/** Entries each in-memory cache keeps at most; past it the oldest goes. */
+/** Entries each in-memory cache keeps at most; past it the least recently used goes. */
 const CACHE_ENTRIES = 100_000;
+/**
+ * SQLite's page cache, in KiB. With millions of users a batch touches pages
+ * all over the aggregate tables; 32 MiB holds their upper B-tree levels and
+ * the hot leaves, and keeps the server well under 200 MB.
+ */
+const PAGE_CACHE_KIB = 32 * 1024;
 
 /** The database is missing, or not one this version of watchtime can use. */
 export class DatabaseUnusableError extends Error {}
@@ -69,6 +72,7 @@ export class SqliteStore implements Store {
     }
     try {
       this.db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
+      this.db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
       if (readonly) {
         this.checkSchema();
       } else {
@@ -84,10 +88,9 @@ export class SqliteStore implements Store {
         QueryName,
         Database.Statement
       >;
-      for (const name of ['lastSeq', 'clientIdExists', 'userId', 'insertUser', 'movieId', 'insertMovie', 'dataVersion'] as const) {
+      for (const name of ['lastSeq', 'generation', 'clientIdExists', 'userId', 'insertUser', 'movieId', 'insertMovie', 'dataVersion'] as const) {
         this.q[name].pluck();
       }
-      this.q.eventsAfter.raw();
       this.ingestBatch = this.db.transaction((events: ReceivedEvent[]) => this.applyBatch(events));
       this.probe = this.db.transaction(() => void this.q.touchSettings.run());
     } catch (error) {
@@ -137,34 +140,46 @@ export class SqliteStore implements Store {
   }
 
   // What the last committed batches left, so that a batch need not look it up
-  // again: ids never change, and pair states change only through this
-  // connection or a rebuild, which PRAGMA data_version reveals.
-  private readonly knownUserIds = new Map<string, number>();
-  private readonly knownMovieIds = new Map<string, number>();
-  private readonly knownPairs = new Map<string, PairRow>();
+  // again: ids never change (a rebuild keeps them), and pair states change
+  // only through this connection or a rebuild's swap, which bumps the
+  // generation. Least recently used first out, so the cost of a lookup stays
+  // flat however many users there are.
+  private readonly knownUserIds = new LRUCache<string, number>({ max: CACHE_ENTRIES });
+  private readonly knownMovieIds = new LRUCache<string, number>({ max: CACHE_ENTRIES });
+  private readonly knownPairs = new LRUCache<string, PairRow>({ max: CACHE_ENTRIES });
   private dataVersion = -1;
+  private generation = -1;
 
   ingest(events: ReceivedEvent[]): boolean[] {
     // IMMEDIATE: a busy database fails at BEGIN, before anything is done.
     const outcome = whenBusy(() => this.ingestBatch.immediate(events));
     // Committed: only now may the caches hold what the batch created.
-    for (const [name, id] of outcome.userIds) remember(this.knownUserIds, name, id);
-    for (const [slug, id] of outcome.movieIds) remember(this.knownMovieIds, slug, id);
+    for (const [name, id] of outcome.userIds) this.knownUserIds.set(name, id);
+    for (const [slug, id] of outcome.movieIds) this.knownMovieIds.set(slug, id);
     for (const [key, pair] of outcome.tally.pairs) {
-      remember(this.knownPairs, key, { position: pair.position, watched: pair.watched, events: pair.events });
+      const { position, watched, events, lastSeq, updatedAt } = pair;
+      this.knownPairs.set(key, { position, watched, events, lastSeq, updatedAt });
     }
     return outcome.duplicate;
+  }
+
+  /** Forgets pair states when a rebuild has swapped in new totals since the last look. */
+  private checkGeneration(): void {
+    const version = this.q.dataVersion.get() as number;
+    if (version === this.dataVersion) return; // nobody else committed
+    this.dataVersion = version;
+    const generation = this.q.generation.get() as number;
+    if (generation !== this.generation) {
+      this.knownPairs.clear();
+      this.generation = generation;
+    }
   }
 
   private applyBatch(events: ReceivedEvent[]): BatchOutcome {
     // Read inside the transaction: a rebuild may have changed the rule since the last batch.
     const rule = this.settings();
     if (rule === undefined) throw new Error('the database has no accounting settings');
-    const version = this.q.dataVersion.get() as number;
-    if (version !== this.dataVersion) {
-      this.knownPairs.clear(); // another connection wrote: a rebuild
-      this.dataVersion = version;
-    }
+    this.checkGeneration();
     let seq = this.q.lastSeq.get() as number;
     const tally = new Tally(rule, (userId, movieId) => this.knownPairs.get(pairKey(userId, movieId)) ?? this.loadPair(userId, movieId));
     const userIds = new Map<string, number>();
@@ -186,24 +201,14 @@ export class SqliteStore implements Store {
       const movieId = idOf(movieIds, this.knownMovieIds, event.slug, this.q.movieId, this.q.insertMovie);
       seq += 1;
       this.q.insertEvent.run(seq, userId, movieId, event.at, event.receivedAt, clientId);
-      tally.apply(seq, userId, movieId, event.at);
+      tally.apply(seq, userId, movieId, event.at, event.receivedAt);
     }
-    this.write(tally);
+    writeTally(tally, this.q);
     return { duplicate, userIds, movieIds, tally };
   }
 
   private readonly loadPair = (userId: number, movieId: number): PairRow | undefined =>
     this.q.pairState.get(userId, movieId) as PairRow | undefined;
-
-  private write(tally: Tally): void {
-    const { insertPair, updatePair, addToUser, addToMovie } = this.q;
-    for (const p of tally.pairs.values()) {
-      if (p.stored) updatePair.run(p.position, p.watched, p.events, p.lastSeq, p.userId, p.movieId);
-      else insertPair.run(p.userId, p.movieId, p.position, p.watched, p.events, p.lastSeq);
-    }
-    for (const [id, d] of tally.users) addToUser.run(d.watched, d.pairs, d.events, d.lastSeq, id);
-    for (const [id, d] of tally.movies) addToMovie.run(d.watched, d.pairs, d.events, d.lastSeq, id);
-  }
 
   movie(slug: string): MovieTotals | undefined {
     return one<MovieTotals>(this.q.movie, slug);
@@ -228,35 +233,9 @@ export class SqliteStore implements Store {
   }
 
   rebuild(rule: AccountingRule, onProgress?: (progress: RebuildProgress) => void): RebuildProgress {
-    const run = this.db.transaction(() => {
-      const total = this.q.lastSeq.get() as number;
-      this.q.resetUsers.run();
-      this.q.resetMovies.run();
-      this.q.resetPairs.run();
-      let done = 0;
-      let after = 0;
-      onProgress?.({ done, total });
-      // Pairs stay in memory across chunks; when there are too many they are
-      // written out, and read back from this same transaction when met again.
-      let tally = new Tally(rule, this.loadPair);
-      for (;;) {
-        const rows = this.q.eventsAfter.all(after, REBUILD_CHUNK) as [number, number, number, number][];
-        if (rows.length === 0) break;
-        for (const [seq, userId, movieId, at] of rows) tally.apply(seq, userId, movieId, at);
-        if (tally.pairs.size > REBUILD_PAIRS_IN_MEMORY) {
-          this.write(tally);
-          tally = new Tally(rule, this.loadPair);
-        }
-        after = rows[rows.length - 1][0];
-        done += rows.length;
-        onProgress?.({ done, total });
-      }
-      this.write(tally);
-      this.q.writeSettings.run(rule);
-      return { done, total };
-    });
+    const result = whenBusy(() => rebuildOnline(this.db, this.file, rule, onProgress));
     this.knownPairs.clear();
-    return run.immediate();
+    return result;
   }
 
   probeWritable(): void {
@@ -296,7 +275,7 @@ interface BatchOutcome {
 /** The id of a name: from this batch, from what earlier batches left, from the table, or newly added. */
 function idOf(
   batch: Map<string, number>,
-  known: Map<string, number>,
+  known: LRUCache<string, number>,
   name: string,
   select: Database.Statement,
   insert: Database.Statement,
@@ -307,13 +286,6 @@ function idOf(
     batch.set(name, id);
   }
   return id;
-}
-
-/** Adds to a bounded cache, dropping the oldest entry when it is full. */
-function remember<V>(cache: Map<string, V>, key: string, value: V): void {
-  cache.delete(key);
-  if (cache.size >= CACHE_ENTRIES) cache.delete(cache.keys().next().value!);
-  cache.set(key, value);
 }
 
 /** One answer row, or undefined, with its time as ISO 8601. */

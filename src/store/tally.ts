@@ -3,7 +3,14 @@
 // and per movie, so a batch updates each aggregate row once.
 import { credit, type AccountingRule } from '../accounting.ts';
 
-export interface PairRow {
+/** What a pair, a user or a movie row keeps of its latest event. */
+export interface Latest {
+  lastSeq: number;
+  /** The latest event's receive time, in milliseconds since the epoch. */
+  updatedAt: number;
+}
+
+export interface PairRow extends Latest {
   position: number;
   watched: number;
   events: number;
@@ -12,17 +19,24 @@ export interface PairRow {
 export interface PairState extends PairRow {
   userId: number;
   movieId: number;
-  lastSeq: number;
   /** Whether the pair has a row already (update it) or is new (insert it). */
   stored: boolean;
 }
 
-export interface TotalDelta {
+export interface TotalDelta extends Latest {
   watched: number;
   events: number;
   /** Pairs that appeared: the user's new movies, or the movie's new viewers. */
   pairs: number;
-  lastSeq: number;
+}
+
+/** Moves a pair to `at` under the rule, counting the event; returns the seconds credited. */
+export function advance(rule: AccountingRule, pair: PairRow, at: number): number {
+  const credited = credit(rule, pair.position, at);
+  pair.position = at;
+  pair.watched += credited;
+  pair.events += 1;
+  return credited;
 }
 
 export const pairKey = (userId: number, movieId: number) => `${userId}:${movieId}`;
@@ -38,34 +52,63 @@ export class Tally {
     private readonly loadPair: (userId: number, movieId: number) => PairRow | undefined,
   ) {}
 
-  apply(seq: number, userId: number, movieId: number, at: number): void {
+  apply(seq: number, userId: number, movieId: number, at: number, receivedAt: number): void {
     const key = pairKey(userId, movieId);
     let pair = this.pairs.get(key);
     let isNewPair = false;
     if (pair === undefined) {
       const stored = this.loadPair(userId, movieId);
       isNewPair = stored === undefined;
-      pair = { userId, movieId, position: 0, watched: 0, events: 0, lastSeq: 0, ...stored, stored: !isNewPair };
+      pair = { userId, movieId, position: 0, watched: 0, events: 0, lastSeq: 0, updatedAt: 0, ...stored, stored: !isNewPair };
       this.pairs.set(key, pair);
     }
-    const credited = credit(this.rule, pair.position, at);
-    pair.position = at;
-    pair.watched += credited;
-    pair.events += 1;
+    const credited = advance(this.rule, pair, at);
     pair.lastSeq = seq;
-    addTo(this.users, userId, credited, isNewPair, seq);
-    addTo(this.movies, movieId, credited, isNewPair, seq);
+    pair.updatedAt = receivedAt;
+    addTo(this.users, userId, credited, isNewPair, seq, receivedAt);
+    addTo(this.movies, movieId, credited, isNewPair, seq, receivedAt);
   }
 }
 
-function addTo(deltas: Map<number, TotalDelta>, id: number, credited: number, isNewPair: boolean, seq: number): void {
+function addTo(
+  deltas: Map<number, TotalDelta>,
+  id: number,
+  credited: number,
+  isNewPair: boolean,
+  seq: number,
+  receivedAt: number,
+): void {
   let delta = deltas.get(id);
   if (delta === undefined) {
-    delta = { watched: 0, events: 0, pairs: 0, lastSeq: 0 };
+    delta = { watched: 0, events: 0, pairs: 0, lastSeq: 0, updatedAt: 0 };
     deltas.set(id, delta);
   }
   delta.watched += credited;
   delta.events += 1;
   if (isNewPair) delta.pairs += 1;
   delta.lastSeq = seq;
+  delta.updatedAt = receivedAt;
+}
+
+/** A prepared statement, as far as writeTally needs one. */
+interface Runnable {
+  run(...params: unknown[]): unknown;
+}
+
+/** The statements that write a tally into one set of aggregate tables (the live ones, or a rebuild's). */
+export interface TallyWriters {
+  insertPair: Runnable;
+  updatePair: Runnable;
+  addToUser: Runnable;
+  addToMovie: Runnable;
+}
+
+/** Writes each touched pair once, and one delta per user and per movie. */
+export function writeTally(tally: Tally, { insertPair, updatePair, addToUser, addToMovie }: TallyWriters): void {
+  for (const p of tally.pairs.values()) {
+    if (p.stored) updatePair.run(p.position, p.watched, p.events, p.lastSeq, p.updatedAt, p.userId, p.movieId);
+    else insertPair.run(p.userId, p.movieId, p.position, p.watched, p.events, p.lastSeq, p.updatedAt);
+  }
+  for (const [id, d] of tally.users) addToUser.run(id, d.watched, d.pairs, d.events, d.lastSeq, d.updatedAt);
+  for (const [id, d] of tally.movies) addToMovie.run(id, d.watched, d.pairs, d.events, d.lastSeq, d.updatedAt);
 }

@@ -116,7 +116,7 @@ try {
   store.close();
   const bytesPerEvent = statSync(file).size / rebuildEvents;
   const rebuilt = await cli(['rebuild', '--db', file]);
-  const rebuildRate = Number(/\((\d+) events\/s\)/.exec(rebuilt.stdout)?.[1] ?? 0);
+  const rebuildRate = Number(/\((\d+) events\/s/.exec(rebuilt.stdout)?.[1] ?? 0);
 
   const ms = (v: number) => `${v} ms`.padStart(6);
   const mark = (ok: boolean) => (ok ? 'met   ' : 'MISSED');

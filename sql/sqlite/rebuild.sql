@@ -1,0 +1,91 @@
+-- Online rebuild: new totals are built in next_* tables beside the live ones,
+-- then swapped in by one short transaction. Names (users, movies) are never
+-- rebuilt: ids stay. The next_* tables have the live tables' columns and keys;
+-- the test "a rebuild keeps the schema" holds them to it.
+-- A block runs from its "-- name:" line to the next one.
+
+-- name: createNext
+DROP TABLE IF EXISTS next_user_movies;
+DROP TABLE IF EXISTS next_user_totals;
+DROP TABLE IF EXISTS next_movie_totals;
+CREATE TABLE next_user_movies (
+  user_id    INTEGER NOT NULL REFERENCES users (id),
+  movie_id   INTEGER NOT NULL REFERENCES movies (id),
+  position   INTEGER NOT NULL,
+  watched    INTEGER NOT NULL,
+  events     INTEGER NOT NULL,
+  last_seq   INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (user_id, movie_id)
+) WITHOUT ROWID;
+CREATE TABLE next_user_totals (
+  user_id    INTEGER PRIMARY KEY,
+  watched    INTEGER NOT NULL,
+  movies     INTEGER NOT NULL,
+  events     INTEGER NOT NULL,
+  last_seq   INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE TABLE next_movie_totals (
+  movie_id   INTEGER PRIMARY KEY,
+  watched    INTEGER NOT NULL,
+  viewers    INTEGER NOT NULL,
+  events     INTEGER NOT NULL,
+  last_seq   INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+
+-- name: dropNext
+DROP TABLE IF EXISTS next_user_movies;
+DROP TABLE IF EXISTS next_user_totals;
+DROP TABLE IF EXISTS next_movie_totals;
+
+-- name: lastSeq
+SELECT coalesce(max(seq), 0) FROM events;
+
+-- name: pairsUpTo
+-- Each pair's events in arrival order, one row a pair, pairs in (user, movie)
+-- order: SQLite's sorter does the grouping in bounded memory, spilling to
+-- temporary files. received_at is taken from the row of max(seq), the pair's
+-- latest event.
+SELECT user_id, movie_id, group_concat(at, ',' ORDER BY seq), count(*), max(seq), received_at
+FROM events
+WHERE seq <= ?
+GROUP BY user_id, movie_id;
+
+-- name: eventsAfter
+SELECT seq, user_id, movie_id, at, received_at FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
+
+-- name: nextPairState
+SELECT position, watched, events, last_seq AS lastSeq, updated_at AS updatedAt
+FROM next_user_movies WHERE user_id = ? AND movie_id = ?;
+
+-- name: nextInsertPair
+INSERT INTO next_user_movies (user_id, movie_id, position, watched, events, last_seq, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?);
+
+-- name: nextUpdatePair
+UPDATE next_user_movies SET position = ?, watched = ?, events = ?, last_seq = ?, updated_at = ? WHERE user_id = ? AND movie_id = ?;
+
+-- name: nextAddToUser
+INSERT INTO next_user_totals (user_id, watched, movies, events, last_seq, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (user_id) DO UPDATE SET watched = watched + excluded.watched, movies = movies + excluded.movies,
+  events = events + excluded.events, last_seq = excluded.last_seq, updated_at = excluded.updated_at;
+
+-- name: nextAddToMovie
+INSERT INTO next_movie_totals (movie_id, watched, viewers, events, last_seq, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (movie_id) DO UPDATE SET watched = watched + excluded.watched, viewers = viewers + excluded.viewers,
+  events = events + excluded.events, last_seq = excluded.last_seq, updated_at = excluded.updated_at;
+
+-- name: swap
+-- Dropping the live totals frees their pages; the renames and the index on
+-- movie totals (one row a movie) are cheap.
+DROP TABLE user_movies;
+DROP TABLE user_totals;
+DROP TABLE movie_totals;
+ALTER TABLE next_user_movies RENAME TO user_movies;
+ALTER TABLE next_user_totals RENAME TO user_totals;
+ALTER TABLE next_movie_totals RENAME TO movie_totals;
+CREATE INDEX movie_totals_by_watched ON movie_totals (watched DESC, movie_id);
+
+-- name: writeRule
+UPDATE settings SET accounting = :accounting, max_step = :maxStep, generation = generation + 1 WHERE id = 1;

@@ -1,0 +1,165 @@
+// The scale benchmark: the same measurements on a platform-sized database and
+// on a small one, in one run, so that each figure is a ratio that shows whether
+// a cost grows with the data.
+//   npm run bench:scale -- [--events 10000000] [--users 1000000] [--duration 5] [--connections 32]
+// Large: --events events from --users users (ten events a pair). Small: a
+// hundredth of the events from 1,000 users. For each: rebuild rate and peak
+// RSS, server start-up, reads, single-event and 1,000-event-batch ingest, the
+// server's peak RSS, bytes on disk per event; then, on the large one, ingest
+// while `watchtime rebuild` runs beside the server.
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import path from 'node:path';
+import autocannon from 'autocannon';
+import { cli, serverProcess } from '../helpers.ts';
+import { heartbeats, population, writePopulation, type Population } from './population.ts';
+
+const arg = (name: string, fallback: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : fallback;
+};
+const events = arg('events', 10_000_000);
+const users = arg('users', 1_000_000);
+const duration = arg('duration', 5);
+const connections = arg('connections', 32);
+
+interface Figures {
+  rebuildRate: number;
+  rebuildRssMb: number;
+  startMs: number;
+  reads: number;
+  single: number;
+  batch: number;
+  serverRssMb: number;
+  bytesPerEvent: number;
+}
+
+const peakRssMb = (pid: number) =>
+  Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+
+function lookups(p: Population): autocannon.Request[] {
+  const next = heartbeats(p, 7);
+  let n = 0;
+  return [
+    {
+      method: 'GET',
+      setupRequest: (req) => {
+        const { user, slug } = next();
+        // One lookup in six is for a name that does not exist.
+        const paths = [`/users/${user}/watch-time`, `/movies/${slug}/watch-time`, `/users/${user}/movies/${slug}/latest-moment`];
+        const path = n % 6 === 5 ? `/users/nobody-${n}/watch-time` : paths[n % 3];
+        n += 1;
+        return { ...req, path };
+      },
+    },
+  ];
+}
+
+function posts(p: Population, size: number, seed: number): autocannon.Request[] {
+  const next = heartbeats(p, seed);
+  return [
+    {
+      method: 'POST',
+      path: '/',
+      headers: { 'content-type': 'application/json' },
+      setupRequest: (req) => {
+        const batch = Array.from({ length: size }, next);
+        return { ...req, body: JSON.stringify(size === 1 ? batch[0] : batch) };
+      },
+    },
+  ];
+}
+
+async function load(url: string, requests: autocannon.Request[], seconds = duration) {
+  const result = await autocannon({ url, connections, duration: seconds, requests });
+  return { rps: result.requests.average, max: result.latency.max, failed: result.errors + result.timeouts + result.non2xx };
+}
+
+async function measure(label: string, file: string, p: Population): Promise<Figures> {
+  const written = Date.now();
+  writePopulation(file, p);
+  console.error(`${label}: ${p.events.toLocaleString('en')} events written in ${((Date.now() - written) / 1000).toFixed(1)} s`);
+  const rebuilt = await cli(['rebuild', '--db', file]);
+  if (rebuilt.code !== 0) throw new Error(rebuilt.stderr);
+  const [, rate, rss] = /\((\d+) events\/s, peak RSS (\d+) MB\)/.exec(rebuilt.stdout)!;
+  const bytesPerEvent = statSync(file).size / p.events;
+
+  const started = Date.now();
+  const server = serverProcess(['--db', file]);
+  const url = await server.listening;
+  const startMs = Date.now() - started;
+  const reads = (await load(url, lookups(p))).rps;
+  const single = (await load(url, posts(p, 1, 11))).rps;
+  const batch = (await load(url, posts(p, 1000, 13))).rps * 1000;
+  const serverRssMb = peakRssMb(server.child.pid!);
+  server.child.kill('SIGTERM');
+  await server.exited;
+  return { rebuildRate: Number(rate), rebuildRssMb: Number(rss), startMs, reads, single, batch, serverRssMb, bytesPerEvent };
+}
+
+/** Single-event ingest while a rebuild runs beside the server: the longest wait and the failures. */
+async function duringRebuild(file: string, p: Population) {
+  const server = serverProcess(['--db', file]);
+  const url = await server.listening;
+  const rebuilding = cli(['rebuild', '--db', file]);
+  let done = false;
+  void rebuilding.then(() => (done = true));
+  let longest = 0;
+  let failed = 0;
+  let requests = 0;
+  while (!done) {
+    const round = await load(url, posts(p, 1, 17 + requests), 1);
+    longest = Math.max(longest, round.max);
+    failed += round.failed;
+    requests += 1;
+  }
+  const run = await rebuilding;
+  server.child.kill('SIGTERM');
+  await server.exited;
+  const [, seconds] = /in ([\d.]+) s/.exec(run.stdout)!;
+  return { longest, failed, seconds: Number(seconds) };
+}
+
+const dir = mkdtempSync(path.join(tmpdir(), 'watchtime-scale-'));
+try {
+  const large = population(events, users);
+  const small = population(Math.max(10_000, Math.round(events / 100)), 1_000);
+  const big = await measure('large', path.join(dir, 'large.db'), large);
+  const little = await measure('small', path.join(dir, 'small.db'), small);
+  const online = await duringRebuild(path.join(dir, 'large.db'), large);
+
+  const n = (v: number) => Math.round(v).toLocaleString('en');
+  const describe = (p: Population) => `${n(p.events)} events, ${n(p.users)} users, ${n(p.pairs)} pairs`;
+  console.log(`watchtime scale benchmark: ${cpus().length} cores (${cpus()[0].model}), Node ${process.version}`);
+  console.log(`large: ${describe(large)}; small: ${describe(small)}; ${connections} connections, ${duration} s a phase`);
+  console.log('measure                         small            large            large/small');
+  const row = (name: string, s: number, l: number, unit: string, higherIsBetter = true) =>
+    console.log(
+      `${name.padEnd(31)} ${`${n(s)} ${unit}`.padEnd(16)} ${`${n(l)} ${unit}`.padEnd(16)} ${(l / s).toFixed(2)}` +
+        (higherIsBetter ? '' : ' (lower is better)'),
+    );
+  row('rebuild', little.rebuildRate, big.rebuildRate, 'ev/s');
+  row('rebuild peak RSS', little.rebuildRssMb, big.rebuildRssMb, 'MB', false);
+  row('server start-up', little.startMs, big.startMs, 'ms', false);
+  row('reads (3 lookups, 1/6 unknown)', little.reads, big.reads, 'req/s');
+  row('single-event ingest', little.single, big.single, 'req/s');
+  row('1,000-event batches', little.batch, big.batch, 'ev/s');
+  row('server peak RSS', little.serverRssMb, big.serverRssMb, 'MB', false);
+  console.log(`bytes on disk per event (large, after a rebuild): ${big.bytesPerEvent.toFixed(1)}`);
+  console.log(
+    `ingest during a rebuild of the large database (${online.seconds.toFixed(1)} s): ` +
+      `longest request ${online.longest} ms, ${online.failed} failed`,
+  );
+  const mark = (ok: boolean) => (ok ? 'met   ' : 'MISSED');
+  console.log('targets:');
+  console.log(`  ${mark(big.single / little.single >= 0.7)} single-event ingest at scale >= 0.7 of small`);
+  console.log(`  ${mark(big.batch / little.batch >= 0.7)} batch ingest at scale >= 0.7 of small`);
+  console.log(`  ${mark(online.longest <= 1000 && online.failed === 0)} during a rebuild: no request over 1 s, none refused`);
+  console.log(`  ${mark(big.rebuildRssMb <= 200)} rebuild peak RSS <= 200 MB`);
+  console.log(`  ${mark(big.rebuildRate >= 500_000)} rebuild >= 500,000 events/s`);
+  console.log(`  ${mark(big.startMs < 1000)} server start-up < 1 s`);
+  console.log(`  ${mark(big.reads / little.reads >= 0.9)} reads at scale >= 0.9 of small`);
+  console.log(`  ${mark(big.serverRssMb < 200)} server RSS < 200 MB`);
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
