@@ -56,25 +56,9 @@ GROUP BY user_id, movie_id;
 -- name: eventsAfter
 SELECT seq, user_id, movie_id, at, received_at FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
 
--- name: nextPairState
-SELECT position, watched, events, last_seq AS lastSeq, updated_at AS updatedAt
-FROM next_user_movies WHERE user_id = ? AND movie_id = ?;
-
--- name: nextInsertPair
-INSERT INTO next_user_movies (user_id, movie_id, position, watched, events, last_seq, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?);
-
--- name: nextUpdatePair
-UPDATE next_user_movies SET position = ?, watched = ?, events = ?, last_seq = ?, updated_at = ? WHERE user_id = ? AND movie_id = ?;
-
--- name: nextAddToUser
-INSERT INTO next_user_totals (user_id, watched, movies, events, last_seq, updated_at) VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (user_id) DO UPDATE SET watched = watched + excluded.watched, movies = movies + excluded.movies,
-  events = events + excluded.events, last_seq = excluded.last_seq, updated_at = excluded.updated_at;
-
--- name: nextAddToMovie
-INSERT INTO next_movie_totals (movie_id, watched, viewers, events, last_seq, updated_at) VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (movie_id) DO UPDATE SET watched = watched + excluded.watched, viewers = viewers + excluded.viewers,
-  events = events + excluded.events, last_seq = excluded.last_seq, updated_at = excluded.updated_at;
+-- The rebuild writes its tables with the live ingest's own statements
+-- (queries.sql: pairState, insertPair, updatePair, addToUser, addToMovie),
+-- pointed at the next_* tables.
 
 -- name: swap
 -- Dropping the live totals frees their pages; the renames and the index on

@@ -14,10 +14,18 @@ import { namedQueries } from './sql-files.ts';
 import type { RebuildProgress } from './store.ts';
 import { advance, Tally, writeTally, type PairRow, type TallyWriters, type TotalDelta } from './tally.ts';
 
-const QUERY_NAMES = [
-  'createNext', 'dropNext', 'lastSeq', 'pairsUpTo', 'eventsAfter', 'nextPairState', 'nextInsertPair', 'nextUpdatePair',
-  'nextAddToUser', 'nextAddToMovie', 'swap', 'writeRule',
-] as const;
+const QUERY_NAMES = ['createNext', 'dropNext', 'lastSeq', 'pairsUpTo', 'eventsAfter', 'swap', 'writeRule'] as const;
+/** Live ingest's statements, which the rebuild runs on its next_* tables. */
+const WRITE_NAMES = ['pairState', 'insertPair', 'updatePair', 'addToUser', 'addToMovie'] as const;
+
+/** The same statements over the next_* tables. */
+function onNextTables<Name extends string>(queries: Record<Name, string>): Record<Name, string> {
+  const renamed = Object.entries(queries).map(([name, sql]) => [
+    name,
+    (sql as string).replace(/\b(user_movies|user_totals|movie_totals)\b/g, 'next_$1'),
+  ]);
+  return Object.fromEntries(renamed) as Record<Name, string>;
+}
 
 /** Rows one write transaction takes: a few tens of milliseconds. */
 const WRITE_CHUNK = 10_000;
@@ -37,16 +45,16 @@ export function rebuildOnline(
   rule: AccountingRule,
   onProgress?: (progress: RebuildProgress) => void,
 ): RebuildProgress {
-  const sql = namedQueries('sqlite', QUERY_NAMES, 'rebuild.sql');
+  const sql = { ...namedQueries('sqlite', QUERY_NAMES, 'rebuild.sql'), ...onNextTables(namedQueries('sqlite', WRITE_NAMES)) };
   const cacheSize = db.pragma('cache_size', { simple: true }) as number;
   db.pragma(`cache_size = -${WRITE_CACHE_KIB}`);
   db.transaction(() => db.exec(sql.createNext)).immediate();
   try {
     const writers: TallyWriters = {
-      insertPair: db.prepare(sql.nextInsertPair),
-      updatePair: db.prepare(sql.nextUpdatePair),
-      addToUser: db.prepare(sql.nextAddToUser),
-      addToMovie: db.prepare(sql.nextAddToMovie),
+      insertPair: db.prepare(sql.insertPair),
+      updatePair: db.prepare(sql.updatePair),
+      addToUser: db.prepare(sql.addToUser),
+      addToMovie: db.prepare(sql.addToMovie),
     };
     // Events are never changed or removed, so those up to here are a fixed set.
     const snapshotSeq = db.prepare(sql.lastSeq).pluck().get() as number;
@@ -171,13 +179,13 @@ class CatchUp {
 
   constructor(
     db: Database.Database,
-    sql: Record<'eventsAfter' | 'nextPairState', string>,
+    sql: Record<'eventsAfter' | 'pairState', string>,
     private readonly rule: AccountingRule,
     private readonly writers: TallyWriters,
     private caught: number,
   ) {
     this.eventsAfter = db.prepare(sql.eventsAfter).raw();
-    this.pairState = db.prepare(sql.nextPairState);
+    this.pairState = db.prepare(sql.pairState);
   }
 
   /** Applies up to WRITE_CHUNK events; returns how many. Call it inside a write transaction. */
