@@ -50,7 +50,7 @@ export interface RunningServer {
 
 export async function startServer(config: ServerConfig, log: Log = stderrLog): Promise<RunningServer> {
   // busyTimeout 0: a locked database must not block the event loop; the queue retries instead.
-  const store = new SqliteStore(config.db, { busyTimeoutMs: 0 });
+  const store = new SqliteStore(config.db, { busyTimeoutMs: 0, syncInBackground: true });
   try {
     const stored = store.settings();
     const rule = resolveRule(stored, config.rule);
@@ -73,6 +73,8 @@ export async function startServer(config: ServerConfig, log: Log = stderrLog): P
     queueSize: config.queueSize,
     flushMs: config.flushMs,
     lockWaitMs: LOCK_WAIT_MS,
+    // One batch commits while the one before waits for its sync (see WalSync).
+    inFlight: 2,
   });
   let closing = false;
   const handler = createApp({

@@ -115,12 +115,12 @@ export function snapshot(db: string) {
 }
 
 /** `watchtime serve` as a child process on 127.0.0.1 (port 0 unless args say otherwise). */
-export const serverProcess = (args: string[]) =>
-  childServer(process.execPath, [BIN, 'serve', '--host', '127.0.0.1', '--port', '0', ...args]);
+export const serverProcess = (args: string[], env: Record<string, string> = {}) =>
+  childServer(process.execPath, [BIN, 'serve', '--host', '127.0.0.1', '--port', '0', ...args], env);
 
 /** A server process that says "listening on 127.0.0.1:PORT" on stderr once it listens. */
-export function childServer(command: string, args: string[]) {
-  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+export function childServer(command: string, args: string[], env: Record<string, string> = {}) {
+  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));

@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
-import { cleanupAfter, get, post, serve, tempDir } from './helpers.ts';
+import { SqliteStore } from '../src/store/sqlite.ts';
+import { cleanupAfter, cli, get, post, serve, tempDir } from './helpers.ts';
 
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
@@ -116,5 +117,39 @@ describe('reads', () => {
       database: 'writable',
       accounting: { accounting: 'progress', maxStep: 120 },
     });
+  });
+});
+
+// The server keeps recent answers in memory; they must follow every commit,
+// its own and another process's, exactly.
+describe('answers kept in memory', () => {
+  test('follow each batch and a rebuild made by another process', async (t) => {
+    const cleanup = cleanupAfter(t);
+    const db = path.join(tempDir(cleanup), 'w.db');
+    const base = (await serve(cleanup, db)).url;
+    const paths = ['/users/ann/watch-time', '/movies/heat/watch-time', '/users/ann/movies/heat/latest-moment', '/users/cy/watch-time'];
+    /** What the server answers, against what the file holds, read by a fresh connection. */
+    const compare = async (step: string) => {
+      const file = new SqliteStore(db, { readonly: true });
+      try {
+        const expected = [file.user('ann'), file.movie('heat'), file.pair('ann', 'heat'), file.user('cy')];
+        for (const [i, pathname] of paths.entries()) {
+          const answer = await get(base, pathname);
+          assert.equal(answer.status, expected[i] ? 200 : 404, `${step}: ${pathname}`);
+          if (expected[i]) assert.deepEqual(answer.body, expected[i], `${step}: ${pathname}`);
+        }
+      } finally {
+        file.close();
+      }
+    };
+    await post(base, [{ user: 'ann', slug: 'heat', at: 60 }, { user: 'bob', slug: 'heat', at: 30 }]);
+    await compare('first batch'); // and now every answer is kept, the unknown user's too
+    await compare('read again');
+    await post(base, { user: 'ann', slug: 'heat', at: 100 });
+    await post(base, [{ user: 'cy', slug: 'heat', at: 20 }, { user: 'ann', slug: 'alien', at: 50 }]);
+    await compare('after more batches, one of them making the unknown user known');
+    assert.equal((await cli(['rebuild', '--db', db, '--accounting', 'sum'])).code, 0);
+    await compare('after a rebuild by another process');
+    assert.equal((await get(base, '/users/ann/watch-time')).body.watchTime, 60 + 100 + 50, 'the rebuild counted every second');
   });
 });

@@ -62,6 +62,22 @@ export function parseEvents(text: string, format: BodyFormat): { values: unknown
   ]);
 }
 
+/** The three lookups' paths, without query: a movie's slug, or a user's name and maybe a slug. */
+const LOOKUP_PATH = /^\/(?:movies\/([^/?#]+)\/watch-time|users\/([^/?#]+)\/(?:watch-time|movies\/([^/?#]+)\/latest-moment))$/;
+
+/** A path segment decoded, if it decodes to a valid name. */
+function plainName(segment: string): string | undefined {
+  let name = segment;
+  if (segment.includes('%')) {
+    try {
+      name = decodeURIComponent(segment);
+    } catch {
+      return undefined;
+    }
+  }
+  return checkName(name, 'user').length === 0 ? name : undefined;
+}
+
 function intParam(req: Request, name: string, min: number, max: number, fallback: number): number {
   const raw = req.query[name];
   if (raw === undefined || raw === '') return fallback;
@@ -106,14 +122,16 @@ export function createApp(options: AppOptions) {
   const checkIngest = bearerCheck(options.ingestToken, 'ingest');
   const checkRead = bearerCheck(options.readToken, 'reading');
 
+  const onError = (error: unknown, req: IncomingMessage, res: ServerResponse) => {
+    const problem = toProblem(error);
+    if (problem.status >= 500 && problem.kind === 'internal') {
+      log('error', `${req.method} ${req.url}: ${(error as Error)?.stack ?? String(error)}`);
+    }
+    sendProblem(res, problem);
+  };
+
   const app = polka<Request>({
-    onError(error, req, res) {
-      const problem = toProblem(error);
-      if (problem.status >= 500 && problem.kind === 'internal') {
-        log('error', `${req.method} ${req.url}: ${(error as Error)?.stack ?? String(error)}`);
-      }
-      sendProblem(res, problem);
-    },
+    onError,
     onNoMatch(req, res) {
       const allow = INGEST_PATHS.has(req.path) ? 'POST' : undefined;
       if (allow && req.method !== 'POST') {
@@ -199,27 +217,59 @@ export function createApp(options: AppOptions) {
     sendJson(res, 200, { status: 'ready', queue: queueState, database, accounting });
   });
 
-  app.get('/movies/:slug/watch-time', async (req, res) => {
-    const slug = nameParam(req, 'slug');
-    const movie = await store.movie(slug);
-    if (!movie) throw notFound(nothingFor.movie(slug));
-    sendJson(res, 200, movie);
-  });
+  // The three lookups: through polka's routes, and answered before polka for plain requests (plainLookup).
+  const lookups = {
+    movie: { find: ([slug]: string[]) => store.movie(slug), missing: ([slug]: string[]) => nothingFor.movie(slug) },
+    user: { find: ([user]: string[]) => store.user(user), missing: ([user]: string[]) => nothingFor.user(user) },
+    pair: {
+      find: ([user, slug]: string[]) => store.pair(user, slug),
+      missing: ([user, slug]: string[]) => nothingFor.pair(user, slug),
+    },
+  };
+  type Lookup = keyof typeof lookups;
+  const sendLookup = (res: ServerResponse, kind: Lookup, names: string[], found: object | undefined) => {
+    if (!found) throw notFound(lookups[kind].missing(names));
+    sendJson(res, 200, found);
+  };
+  const lookupRoute = (kind: Lookup, fields: ('user' | 'slug')[]) => async (req: Request, res: ServerResponse) => {
+    const names = fields.map((field) => nameParam(req, field));
+    sendLookup(res, kind, names, await lookups[kind].find(names));
+  };
 
-  app.get('/users/:user/watch-time', async (req, res) => {
-    const user = nameParam(req, 'user');
-    const totals = await store.user(user);
-    if (!totals) throw notFound(nothingFor.user(user));
-    sendJson(res, 200, totals);
-  });
+  app.get('/movies/:slug/watch-time', lookupRoute('movie', ['slug']));
+  app.get('/users/:user/watch-time', lookupRoute('user', ['user']));
+  app.get('/users/:user/movies/:slug/latest-moment', lookupRoute('pair', ['user', 'slug']));
 
-  app.get('/users/:user/movies/:slug/latest-moment', async (req, res) => {
-    const user = nameParam(req, 'user');
-    const slug = nameParam(req, 'slug');
-    const pair = await store.pair(user, slug);
-    if (!pair) throw notFound(nothingFor.pair(user, slug));
-    sendJson(res, 200, pair);
-  });
+  /**
+   * Players look up their resume point one request at a time, so these
+   * lookups skip polka's routing and middleware when nothing about them can
+   * fail but the name: a plain path (no query, no trailing slash), names that
+   * decode and pass the rules, access granted, the server not stopping.
+   * Anything else returns false and takes the ordinary routes, which answer it
+   * the same way and give every error its full answer.
+   */
+  const plainLookup = (req: IncomingMessage, res: ServerResponse): boolean => {
+    const match = LOOKUP_PATH.exec(req.url ?? '');
+    if (!match || isClosing()) return false;
+    const [, movieSlug, user, pairSlug] = match;
+    const kind: Lookup = movieSlug !== undefined ? 'movie' : pairSlug !== undefined ? 'pair' : 'user';
+    const names = (kind === 'movie' ? [movieSlug] : kind === 'user' ? [user] : [user, pairSlug]).map(plainName);
+    if (names.includes(undefined)) return false;
+    try {
+      checkRead?.(req);
+    } catch {
+      return false;
+    }
+    const fail = (error: unknown) => onError(error, req, res);
+    try {
+      const found = lookups[kind].find(names as string[]);
+      if (found instanceof Promise) found.then((f) => sendLookup(res, kind, names as string[], f)).catch(fail);
+      else sendLookup(res, kind, names as string[], found);
+    } catch (error) {
+      fail(error);
+    }
+    return true;
+  };
 
   app.get('/users/:user/movies', async (req, res) => {
     const user = nameParam(req, 'user');
@@ -235,5 +285,8 @@ export function createApp(options: AppOptions) {
     sendJson(res, 200, { items: page.items, ...pageLinks(req, limit, offset, page.more) });
   });
 
-  return (req: IncomingMessage, res: ServerResponse) => app.handler(req as Request, res, undefined as never);
+  return (req: IncomingMessage, res: ServerResponse) => {
+    if (req.method === 'GET' && plainLookup(req, res)) return;
+    app.handler(req as Request, res, undefined as never);
+  };
 }

@@ -18,7 +18,11 @@ export class HttpProblem extends Error {
     readonly detail: string,
     readonly options: ProblemOptions = {},
   ) {
+    // A problem is an answer, not a fault: capturing its stack would cost more than the rest of a 404.
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(detail);
+    Error.stackTraceLimit = limit;
   }
 }
 

@@ -4,9 +4,11 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { LRUCache } from 'lru-cache';
 import type { AccountingRule } from '../accounting.ts';
+import { pairAnswerKey, ReadCache, UNKNOWN } from './read-cache.ts';
 import { rebuildOnline } from './sqlite-rebuild.ts';
 import { migrations, namedQueries } from './sql-files.ts';
 import { pairKey, Tally, writeTally, type PairRow } from './tally.ts';
+import { WalSync } from './wal-sync.ts';
 import {
   StoreBusyError,
   type MovieTotals,
@@ -46,6 +48,12 @@ export interface SqliteOptions {
    * server uses 0 and retries from its queue, so its event loop never blocks.
    */
   busyTimeoutMs?: number;
+  /**
+   * For the server: commits do not wait for the disk, and ingest() settles
+   * once the WAL is synced on the thread pool, so the event loop serves
+   * requests meanwhile. Otherwise every commit syncs before it returns.
+   */
+  syncInBackground?: boolean;
 }
 
 type Row<T> = Omit<T, 'updatedAt'> & { updatedAt: number };
@@ -61,6 +69,7 @@ export class SqliteStore implements Store {
   private readonly q: Record<QueryName, Database.Statement>;
   private readonly ingestBatch: Database.Transaction<(events: ReceivedEvent[]) => BatchOutcome>;
   private readonly probe: Database.Transaction<() => void>;
+  private readonly walSync: WalSync | undefined;
 
   constructor(readonly file: string, options: SqliteOptions = {}) {
     const readonly = options.readonly ?? false;
@@ -77,8 +86,10 @@ export class SqliteStore implements Store {
         this.checkSchema();
       } else {
         this.db.pragma('journal_mode = WAL');
-        // Every commit is fsynced: an acknowledged event survives a power cut, not only a crash.
-        this.db.pragma('synchronous = FULL');
+        // An acknowledged event survives a power cut, not only a crash: every commit is
+        // synced, by SQLite (FULL) or by WalSync before the batch is answered.
+        if (options.syncInBackground) this.walSync = new WalSync(`${file}-wal`);
+        this.db.pragma(`synchronous = ${this.walSync ? 'NORMAL' : 'FULL'}`);
         // The WAL is checkpointed every 1000 pages; this truncates it back after a burst.
         this.db.pragma('journal_size_limit = 67108864');
         this.migrate();
@@ -147,10 +158,11 @@ export class SqliteStore implements Store {
   private readonly knownUserIds = new LRUCache<string, number>({ max: CACHE_ENTRIES });
   private readonly knownMovieIds = new LRUCache<string, number>({ max: CACHE_ENTRIES });
   private readonly knownPairs = new LRUCache<string, PairRow>({ max: CACHE_ENTRIES });
+  private readonly answers = new ReadCache();
   private dataVersion = -1;
   private generation = -1;
 
-  ingest(events: ReceivedEvent[]): boolean[] {
+  ingest(events: ReceivedEvent[]): boolean[] | Promise<boolean[]> {
     // IMMEDIATE: a busy database fails at BEGIN, before anything is done.
     const outcome = whenBusy(() => this.ingestBatch.immediate(events));
     // Committed: only now may the caches hold what the batch created.
@@ -160,14 +172,19 @@ export class SqliteStore implements Store {
       const { position, watched, events, lastSeq, updatedAt } = pair;
       this.knownPairs.set(key, { position, watched, events, lastSeq, updatedAt });
     }
-    return outcome.duplicate;
+    this.answers.update(outcome.tally, outcome.userIds, outcome.movieIds);
+    return this.walSync ? this.walSync.afterCommit().then(() => outcome.duplicate) : outcome.duplicate;
   }
 
-  /** Forgets pair states when a rebuild has swapped in new totals since the last look. */
-  private checkGeneration(): void {
+  /**
+   * Forgets what another connection's commit may have made stale: every kept
+   * answer, and the pair states when a rebuild has swapped in new totals.
+   */
+  private noticeOtherWriters(): void {
     const version = this.q.dataVersion.get() as number;
     if (version === this.dataVersion) return; // nobody else committed
     this.dataVersion = version;
+    this.answers.clear();
     const generation = this.q.generation.get() as number;
     if (generation !== this.generation) {
       this.knownPairs.clear();
@@ -179,7 +196,7 @@ export class SqliteStore implements Store {
     // Read inside the transaction: a rebuild may have changed the rule since the last batch.
     const rule = this.settings();
     if (rule === undefined) throw new Error('the database has no accounting settings');
-    this.checkGeneration();
+    this.noticeOtherWriters();
     let seq = this.q.lastSeq.get() as number;
     const tally = new Tally(rule, (userId, movieId) => this.knownPairs.get(pairKey(userId, movieId)) ?? this.loadPair(userId, movieId));
     const userIds = new Map<string, number>();
@@ -211,15 +228,25 @@ export class SqliteStore implements Store {
     this.q.pairState.get(userId, movieId) as PairRow | undefined;
 
   movie(slug: string): MovieTotals | undefined {
-    return one<MovieTotals>(this.q.movie, slug);
+    return this.kept(this.answers.movies, slug, () => one<MovieTotals>(this.q.movie, slug));
   }
 
   user(name: string): UserTotals | undefined {
-    return one<UserTotals>(this.q.user, name);
+    return this.kept(this.answers.users, name, () => one<UserTotals>(this.q.user, name));
   }
 
   pair(user: string, slug: string): PairTotals | undefined {
-    return one<PairTotals>(this.q.pair, user, slug);
+    return this.kept(this.answers.pairs, pairAnswerKey(user, slug), () => one<PairTotals>(this.q.pair, user, slug));
+  }
+
+  /** The kept answer, or the database's, kept for next time. */
+  private kept<T extends {}>(answers: LRUCache<string, T | typeof UNKNOWN>, key: string, read: () => T | undefined): T | undefined {
+    this.noticeOtherWriters();
+    const kept = answers.get(key);
+    if (kept !== undefined) return kept === UNKNOWN ? undefined : kept;
+    const answer = read();
+    answers.set(key, answer ?? UNKNOWN);
+    return answer;
   }
 
   userMovies(user: string, limit: number, offset: number): Page<UserMovie> | undefined {
@@ -235,6 +262,7 @@ export class SqliteStore implements Store {
   rebuild(rule: AccountingRule, onProgress?: (progress: RebuildProgress) => void): RebuildProgress {
     const result = whenBusy(() => rebuildOnline(this.db, this.file, rule, onProgress));
     this.knownPairs.clear();
+    this.answers.clear();
     return result;
   }
 
@@ -249,6 +277,7 @@ export class SqliteStore implements Store {
   }
 
   close(): void {
+    this.walSync?.close();
     if (this.db.open) this.db.close();
   }
 }

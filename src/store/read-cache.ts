@@ -1,0 +1,91 @@
+// The answers of recent lookups, kept by the process that writes the
+// database, so that a hot lookup costs no SQLite call. They stay exact: after
+// each commit the batch's changes are added to the answers it touched, and
+// the store drops them all when another connection (a rebuild) commits.
+import { LRUCache } from 'lru-cache';
+import type { Tally } from './tally.ts';
+import type { MovieTotals, PairTotals, UserTotals } from './store.ts';
+
+/** A name the database has no events for: remembered too, so that a 404 costs no more than a 200. */
+export const UNKNOWN = false;
+type Answer<T> = T | typeof UNKNOWN;
+
+/**
+ * Answers kept at most, per kind. An answer takes about 250 bytes with its
+ * key, so the three together stay near 25 MB.
+ */
+const ANSWERS = 30_000;
+
+const iso = (ms: number) => new Date(ms).toISOString();
+export const pairAnswerKey = (user: string, slug: string) => `${user}\n${slug}`; // names hold no control characters
+
+export class ReadCache {
+  readonly movies = new LRUCache<string, Answer<MovieTotals>>({ max: ANSWERS });
+  readonly users = new LRUCache<string, Answer<UserTotals>>({ max: ANSWERS });
+  readonly pairs = new LRUCache<string, Answer<PairTotals>>({ max: ANSWERS });
+
+  clear(): void {
+    this.movies.clear();
+    this.users.clear();
+    this.pairs.clear();
+  }
+
+  /**
+   * Brings the answers a committed batch touched up to date. Only answers
+   * already kept are changed, so names that are written and never read take
+   * no room; an unknown name that the batch created is dropped, to be read afresh.
+   */
+  update(tally: Tally, userIds: Map<string, number>, movieIds: Map<string, number>): void {
+    const userNames = new Map<number, string>();
+    for (const [name, id] of userIds) {
+      userNames.set(id, name);
+      const kept = this.users.peek(name);
+      if (kept === undefined) continue;
+      if (kept === UNKNOWN) {
+        this.users.delete(name);
+        continue;
+      }
+      const d = tally.users.get(id)!;
+      this.users.set(name, {
+        ...kept,
+        watchTime: kept.watchTime + d.watched,
+        movies: kept.movies + d.pairs,
+        events: kept.events + d.events,
+        updatedAt: iso(d.updatedAt),
+      });
+    }
+    const slugs = new Map<number, string>();
+    for (const [slug, id] of movieIds) {
+      slugs.set(id, slug);
+      const kept = this.movies.peek(slug);
+      if (kept === undefined) continue;
+      if (kept === UNKNOWN) {
+        this.movies.delete(slug);
+        continue;
+      }
+      const d = tally.movies.get(id)!;
+      this.movies.set(slug, {
+        ...kept,
+        watchTime: kept.watchTime + d.watched,
+        viewers: kept.viewers + d.pairs,
+        events: kept.events + d.events,
+        updatedAt: iso(d.updatedAt),
+      });
+    }
+    for (const p of tally.pairs.values()) {
+      const user = userNames.get(p.userId)!;
+      const slug = slugs.get(p.movieId)!;
+      const key = pairAnswerKey(user, slug);
+      if (this.pairs.peek(key) === undefined) continue;
+      // The tally holds the pair's whole state, not a change: no need to read what was kept.
+      this.pairs.set(key, {
+        user,
+        slug,
+        latestMoment: p.position,
+        watchTime: p.watched,
+        events: p.events,
+        updatedAt: iso(p.updatedAt),
+      });
+    }
+  }
+}
