@@ -73,8 +73,6 @@ export async function startServer(config: ServerConfig, log: Log = stderrLog): P
     queueSize: config.queueSize,
     flushMs: config.flushMs,
     lockWaitMs: LOCK_WAIT_MS,
-    // One batch commits while the one before waits for its sync (see WalSync).
-    inFlight: 2,
   });
   let closing = false;
   const handler = createApp({

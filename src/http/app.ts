@@ -144,7 +144,13 @@ export function createApp(options: AppOptions) {
     },
   });
 
-  // Access and path checks, before any route.
+  /** What every request goes through before its route: the closing notice, and access. */
+  const guard = (req: IncomingMessage, path: string, res: ServerResponse) => {
+    if (isClosing()) res.setHeader('Connection', 'close');
+    if (path === '/livez' || path === '/readyz') return;
+    (req.method === 'POST' ? checkIngest : checkRead)?.(req);
+  };
+
   app.use((req, res, next) => {
     // polka leaves a malformed %-escape as it was; refuse it rather than look up the raw text.
     for (const segment of req.path.split('/')) {
@@ -154,13 +160,11 @@ export function createApp(options: AppOptions) {
         throw badRequest(`the path segment ${JSON.stringify(segment)} is not valid percent-encoding`);
       }
     }
-    if (isClosing()) res.setHeader('Connection', 'close');
-    if (req.path === '/livez' || req.path === '/readyz') return next();
-    (req.method === 'POST' ? checkIngest : checkRead)?.(req);
+    guard(req, req.path, res);
     next();
   });
 
-  const ingest = async (req: Request, res: ServerResponse) => {
+  const ingest = async (req: IncomingMessage, res: ServerResponse) => {
     const receivedAt = Date.now();
     const format = bodyFormat(req);
     const text = await readBody(req, options.bodyLimit);
@@ -242,26 +246,21 @@ export function createApp(options: AppOptions) {
 
   /**
    * Players look up their resume point one request at a time, so these
-   * lookups skip polka's routing and middleware when nothing about them can
-   * fail but the name: a plain path (no query, no trailing slash), names that
-   * decode and pass the rules, access granted, the server not stopping.
-   * Anything else returns false and takes the ordinary routes, which answer it
-   * the same way and give every error its full answer.
+   * lookups skip polka's routing when the path is plain (no query, no
+   * trailing slash) and its names decode and pass the rules. Anything else
+   * returns false and takes the ordinary routes, which answer it the same
+   * way and give every invalid path its full answer.
    */
   const plainLookup = (req: IncomingMessage, res: ServerResponse): boolean => {
     const match = LOOKUP_PATH.exec(req.url ?? '');
-    if (!match || isClosing()) return false;
+    if (!match) return false;
     const [, movieSlug, user, pairSlug] = match;
     const kind: Lookup = movieSlug !== undefined ? 'movie' : pairSlug !== undefined ? 'pair' : 'user';
     const names = (kind === 'movie' ? [movieSlug] : kind === 'user' ? [user] : [user, pairSlug]).map(plainName);
     if (names.includes(undefined)) return false;
-    try {
-      checkRead?.(req);
-    } catch {
-      return false;
-    }
     const fail = (error: unknown) => onError(error, req, res);
     try {
+      guard(req, req.url!, res);
       const found = lookups[kind].find(names as string[]);
       if (found instanceof Promise) found.then((f) => sendLookup(res, kind, names as string[], f)).catch(fail);
       else sendLookup(res, kind, names as string[], found);
@@ -286,6 +285,17 @@ export function createApp(options: AppOptions) {
   });
 
   return (req: IncomingMessage, res: ServerResponse) => {
+    // Ingest skips polka's routing too: its paths have no parameters, and nothing but its handler can answer them.
+    if (req.method === 'POST' && INGEST_PATHS.has(req.url ?? '')) {
+      const fail = (error: unknown) => onError(error, req, res);
+      try {
+        guard(req, req.url!, res);
+        ingest(req, res).catch(fail);
+      } catch (error) {
+        fail(error);
+      }
+      return;
+    }
     if (req.method === 'GET' && plainLookup(req, res)) return;
     app.handler(req as Request, res, undefined as never);
   };

@@ -23,13 +23,6 @@ export interface QueueOptions {
   flushMs: number;
   /** How long events may wait for a locked database before they are refused. */
   lockWaitMs: number;
-  /**
-   * Batches committing at once. 2 lets a store that commits at once and then
-   * waits for the disk (SQLite with WalSync) commit the next batch while the
-   * last one syncs; the batches still commit in order, and a batch is
-   * answered only when its own commit is durable. Default 1.
-   */
-  inFlight?: number;
 }
 
 /** The queue cannot take the request now: 503 with Retry-After. */
@@ -66,8 +59,7 @@ export interface QueueStats {
 export class IngestQueue {
   private waiting: Waiting[] = [];
   private depth = 0;
-  /** Flushes begun and not yet settled. */
-  private flushing = 0;
+  private flushing = false;
   private scheduled = false;
   /** The last flush found the database locked: wait for the retry timer. */
   private locked = false;
@@ -100,7 +92,7 @@ export class IngestQueue {
     this.depth += events.length;
     const full = this.depth >= this.options.batchSize;
     const old = enqueuedAt - this.waiting[0].enqueuedAt >= this.options.flushMs;
-    if ((full || old) && this.canFlush()) void this.flush();
+    if ((full || old) && !this.flushing && !this.locked) void this.flush();
     else this.schedule(0);
     return settled;
   }
@@ -126,7 +118,7 @@ export class IngestQueue {
    * with or without traffic.
    */
   async checkWritable(): Promise<void> {
-    if (this.flushing > 0) return;
+    if (this.flushing) return;
     try {
       await this.store.probeWritable();
       if (Date.now() - this.lastErrorAt > FAILURE_MEMORY_MS) this.lastError = undefined;
@@ -144,20 +136,12 @@ export class IngestQueue {
   /** Refuses new events and settles once every queued one is committed or refused. */
   close(): Promise<void> {
     this.closed = true;
-    if (this.waiting.length === 0 && this.flushing === 0) return Promise.resolve();
+    if (this.waiting.length === 0 && !this.flushing) return Promise.resolve();
     return new Promise((resolve) => this.drained.push(resolve));
   }
 
-  private get maxFlushing(): number {
-    return this.options.inFlight ?? 1;
-  }
-
-  private canFlush(): boolean {
-    return this.flushing < this.maxFlushing && !this.locked;
-  }
-
   private schedule(delayMs: number): void {
-    if (this.scheduled || this.flushing >= this.maxFlushing || this.waiting.length === 0) return;
+    if (this.scheduled || this.flushing || this.waiting.length === 0) return;
     this.scheduled = true;
     // setImmediate runs after the poll phase: what arrived in this turn is batched, and an idle server waits for nothing.
     const run = () => {
@@ -182,10 +166,10 @@ export class IngestQueue {
 
   private async flush(): Promise<void> {
     // A flush that started in submit() may have left nothing for the scheduled one.
-    if (this.flushing >= this.maxFlushing || this.waiting.length === 0) return;
+    if (this.flushing || this.waiting.length === 0) return;
     const batch = this.takeBatch();
     const events = batch.length === 1 ? batch[0].events : batch.flatMap((w) => w.events);
-    this.flushing += 1;
+    this.flushing = true;
     this.locked = false;
     let retryInMs = 0;
     try {
@@ -215,9 +199,9 @@ export class IngestQueue {
         for (const waiting of batch) waiting.reject(reason);
       }
     } finally {
-      this.flushing -= 1;
+      this.flushing = false;
     }
     if (this.waiting.length > 0) this.schedule(retryInMs);
-    else if (this.flushing === 0) for (const resolve of this.drained.splice(0)) resolve();
+    else for (const resolve of this.drained.splice(0)) resolve();
   }
 }

@@ -6,7 +6,7 @@
 // and each figure is the median of the rounds with its min and max. Then the
 // rebuild rate on 1,000,000 stored events, bytes on disk per event and the
 // server's peak RSS.
-//   npm run bench -- [--rounds 3] [--duration 5] [--connections 64] [--events 1000000]
+//   npm run bench -- [--rounds 3] [--duration 5] [--warmup 5] [--connections 64] [--events 1000000]
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -21,6 +21,7 @@ const arg = (name: string, fallback: number) => {
 };
 const rounds = arg('rounds', 3);
 const duration = arg('duration', 5);
+const warmup = arg('warmup', 5);
 const connections = arg('connections', 64);
 const rebuildEvents = arg('events', 1_000_000);
 
@@ -120,8 +121,8 @@ try {
     bare: { single: [], read: [], batch: [] },
     watchtime: { single: [], read: [], batch: [] },
   };
-  // Warm-up, not counted: the JIT settles, and watchtime holds every user and pair the reads ask for.
-  for (const phase of PHASES) for (const name of names) wrk(servers[name].url, phase, 2);
+  // Warm-up, not counted: the JIT settles, and the reads have asked for most names once.
+  for (const phase of PHASES) for (const name of names) wrk(servers[name].url, phase, warmup);
   for (let round = 0; round < rounds; round++) {
     for (const phase of PHASES) {
       // Alternate who goes first, so that neither always runs on a machine warmed (or slowed) by the other.
