@@ -5,7 +5,7 @@ import { describeRule, resolveRule, sameRule, type RequestedRule } from './accou
 import { createApp } from './http/app.ts';
 import { IngestQueue } from './ingest/queue.ts';
 import { stderrLog, type Log } from './log.ts';
-import { SqliteStore } from './store/sqlite.ts';
+import { describeDb, openStore } from './store/open.ts';
 
 export interface ServerConfig {
   host: string;
@@ -50,21 +50,21 @@ export interface RunningServer {
 
 export async function startServer(config: ServerConfig, log: Log = stderrLog): Promise<RunningServer> {
   // busyTimeout 0: a locked database must not block the event loop; the queue retries instead.
-  const store = new SqliteStore(config.db, { busyTimeoutMs: 0, syncInBackground: true });
+  const store = await openStore(config.db, { busyTimeoutMs: 0, syncInBackground: true });
   try {
-    const stored = store.settings();
+    const stored = await store.settings();
     const rule = resolveRule(stored, config.rule);
-    if (stored === undefined) store.initSettings(rule);
+    if (stored === undefined) await store.initSettings(rule);
     else if (!sameRule(stored, rule)) {
       throw new SettingsMismatchError(
-        `${config.db} was computed with accounting ${describeRule(stored)}, not ${describeRule(rule)}. ` +
-          `Run \`watchtime rebuild --db ${config.db} --accounting ${rule.accounting} --max-step ${rule.maxStep}\` ` +
+        `${describeDb(config.db)} was computed with accounting ${describeRule(stored)}, not ${describeRule(rule)}. ` +
+          `Run \`watchtime rebuild --db ${describeDb(config.db)} --accounting ${rule.accounting} --max-step ${rule.maxStep}\` ` +
           'to recompute it under the new rule, or start without those options to keep the stored one.',
       );
     }
-    log('info', `database ${config.db}, accounting ${describeRule(rule)}`);
+    log('info', `database ${describeDb(config.db)}, accounting ${describeRule(rule)}`);
   } catch (error) {
-    store.close();
+    await store.close();
     throw error;
   }
 
@@ -101,8 +101,8 @@ export async function startServer(config: ServerConfig, log: Log = stderrLog): P
       server.off('error', reject);
       resolve();
     });
-  }).catch((error) => {
-    store.close();
+  }).catch(async (error) => {
+    await store.close();
     throw error;
   });
   const { port } = server.address() as AddressInfo;
@@ -124,11 +124,11 @@ export async function startServer(config: ServerConfig, log: Log = stderrLog): P
       clearInterval(sweep);
       clearTimeout(grace);
       try {
-        store.checkpoint();
+        store.checkpoint?.();
       } catch (error) {
         log('warn', `checkpoint at shutdown failed (the WAL is kept and replayed at next open): ${(error as Error).message}`);
       }
-      store.close();
+      await store.close();
       const stats = queue.stats();
       log('info', `stopped; ${stats.committedEvents} event(s) committed in ${stats.batches} batch(es) since start`);
     })());

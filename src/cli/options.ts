@@ -32,7 +32,8 @@ export function envOption(flags: string, description: string): Option {
   return new Option(flags, description).env(`WATCHTIME_${long.replace(/-/g, '_').toUpperCase()}`);
 }
 
-export const dbOption = () => envOption('--db <file>', 'SQLite database file').default(SERVER_DEFAULTS.db);
+export const dbOption = () =>
+  envOption('--db <file-or-url>', 'SQLite database file, or a postgres:// URL for PostgreSQL').default(SERVER_DEFAULTS.db);
 
 /** No default: unset means "as the database records it". */
 export const accountingOptions = () => [

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
-import { DatabaseUnusableError, SqliteStore } from '../store/sqlite.ts';
-import { nothingFor } from '../store/store.ts';
+import { openStore } from '../store/open.ts';
+import { DatabaseUnusableError } from '../store/sqlite.ts';
+import { nothingFor, type Awaitable, type Store } from '../store/store.ts';
 import { checkName } from '../event.ts';
 import { formatRecord, formatTable, watched } from './format.ts';
 import { CliError, dbOption, envOption, EXIT, integer } from './options.ts';
@@ -11,9 +12,9 @@ interface QueryOptions {
   limit?: number;
 }
 
-function openReadonly(db: string): SqliteStore {
+async function openReadonly(db: string): Promise<Store> {
   try {
-    return new SqliteStore(db, { readonly: true });
+    return await openStore(db, { readonly: true });
   } catch (error) {
     if (error instanceof DatabaseUnusableError) throw new CliError(`${error.message} (pass --db or set WATCHTIME_DB)`);
     throw error;
@@ -27,19 +28,19 @@ function argument(value: string, field: 'user' | 'slug'): string {
 }
 
 /** Opens the database read-only, answers, prints; exit 3 when there is nothing to show. */
-function answer<T>(
+async function answer<T>(
   options: QueryOptions,
-  lookup: (store: SqliteStore) => T | undefined,
+  lookup: (store: Store) => Awaitable<T | undefined>,
   missing: string,
   text: (found: T) => string,
-): void {
-  const store = openReadonly(options.db);
+): Promise<void> {
+  const store = await openReadonly(options.db);
   try {
-    const found = lookup(store);
+    const found = await lookup(store);
     if (found === undefined) throw new CliError(missing, EXIT.notFound);
     process.stdout.write(`${options.json ? JSON.stringify(found, null, 2) : text(found)}\n`);
   } finally {
-    store.close();
+    await store.close();
   }
 }
 
@@ -82,7 +83,7 @@ export function registerQuery(program: Command): void {
   sub('movies <user>', "a user's movies, most recently watched first")
     .addOption(envOption('--limit <n>', 'how many').argParser(integer(1, 1_000_000)).default(20))
     .action((user: string, options: QueryOptions) =>
-      answer(options, (s) => s.userMovies(argument(user, 'user'), options.limit!, 0)?.items,
+      answer(options, async (s) => (await s.userMovies(argument(user, 'user'), options.limit!, 0))?.items,
         nothingFor.user(user), (items) =>
           formatTable(['movie', 'latest moment', 'watched', 'events', 'updated'],
             items.map((m) => [m.slug, m.latestMoment, m.watchTime, m.events, m.updatedAt])),
@@ -92,7 +93,7 @@ export function registerQuery(program: Command): void {
   sub('top', 'movies by total watch time, largest first')
     .addOption(envOption('--limit <n>', 'how many').argParser(integer(1, 1_000_000)).default(10))
     .action((options: QueryOptions) =>
-      answer(options, (s) => s.topMovies(options.limit!, 0).items, 'no movies yet', (items) => {
+      answer(options, async (s) => (await s.topMovies(options.limit!, 0)).items, 'no movies yet', (items) => {
         if (items.length === 0) return 'no movies yet';
         return formatTable(['rank', 'movie', 'watched (s)', 'viewers', 'events'],
           items.map((m, i) => [i + 1, m.slug, m.watchTime, m.viewers, m.events]));

