@@ -165,4 +165,61 @@ describe('PostgreSQL backend', () => {
     assert.deepEqual(after.movies, live.movies);
     t.diagnostic(out.split('\n').filter((l) => /^sent|^verify/.test(l)).join('; '));
   });
+
+  test('rebuild runs online: servers keep taking events, none waits a second, and the swap equals a rebuild at rest', { timeout: 120_000 }, async (t) => {
+    const cleanup = cleanupAfter(t);
+    const db = await postgres.newDatabase();
+    const server = serverProcess(['--db', db]);
+    cleanup(() => server.child.kill('SIGKILL'));
+    const base = await server.listening;
+    // Something that takes seconds to rebuild: 300,000 events over 400 users and 20 movies, written in SQL,
+    // and their totals made by a first rebuild.
+    const client = new pg.Client(db);
+    await client.connect();
+    await client.query(`INSERT INTO users (name) SELECT 'u' || i FROM generate_series(0, 399) i;
+      INSERT INTO movies (slug) SELECT 'm' || i FROM generate_series(0, 19) i;
+      INSERT INTO events (seq, user_id, movie_id, at, received_at)
+      SELECT nextval('event_seq'), n % 400 + 1, n % 20 + 1, n / 400 * 7, 1700000000000 + n FROM generate_series(0, 299999) n`);
+    await client.end();
+    assert.equal((await cli(['rebuild', '--db', db])).code, 0);
+    const frozen = (await get(base, '/users/u7/watch-time')).body;
+
+    // Players go on posting to other users while the rebuild runs; each request is timed.
+    let playing = true;
+    let slowest = 0;
+    let refused = 0;
+    let sent = 0;
+    const players = Array.from({ length: 4 }, async (_, p) => {
+      for (let n = 0; playing; n++) {
+        const started = Date.now();
+        const answer = await post(base, { user: `live${p}`, slug: `m${n % 20}`, at: n * 5, id: `live-${p}-${n}` });
+        slowest = Math.max(slowest, Date.now() - started);
+        if (answer.status !== 200) refused += 1;
+        sent += 1;
+      }
+    });
+    const reads: unknown[] = [];
+    const reader = (async () => {
+      while (playing) {
+        reads.push((await get(base, '/users/u7/watch-time')).body);
+        await sleep(5);
+      }
+    })();
+    await sleep(300);
+    const rebuilt = await cli(['rebuild', '--db', db, '--accounting', 'sum']);
+    playing = false;
+    await Promise.all([...players, reader]);
+    assert.equal(rebuilt.code, 0, rebuilt.stderr);
+    t.diagnostic(`${sent} events posted during the rebuild, slowest answer ${slowest} ms; ${rebuilt.stdout.trim()}`);
+    assert.ok(sent > 0);
+    assert.equal(refused, 0, 'no request refused');
+    assert.ok(slowest < 1000, `a request waited ${slowest} ms`);
+
+    const renewed = (await get(base, '/users/u7/watch-time')).body;
+    assert.notEqual(renewed.watchTime, frozen.watchTime, 'the rule changed the totals');
+    for (const read of reads) assert.ok([frozen.watchTime, renewed.watchTime].includes((read as typeof frozen).watchTime), 'old or new, never a mix');
+    const live = await totals(db);
+    assert.equal((await cli(['rebuild', '--db', db])).code, 0);
+    assert.deepEqual(await totals(db), live, 'the live totals after the swap equal a rebuild at rest');
+  });
 });

@@ -8,7 +8,7 @@ import { LRUCache } from 'lru-cache';
 import pg from 'pg';
 import type { AccountingRule } from '../accounting.ts';
 import { migrations, namedQueries } from './sql-files.ts';
-import { advance, pairKey, Tally, type PairRow } from './tally.ts';
+import { advance, pairKey, Tally, type PairRow, type TotalDelta } from './tally.ts';
 import {
   StoreBusyError,
   type MovieTotals,
@@ -29,6 +29,13 @@ const QUERY_NAMES = [
 ] as const;
 type QueryName = (typeof QUERY_NAMES)[number];
 const Q = namedQueries('postgres', QUERY_NAMES);
+const R = namedQueries(
+  'postgres',
+  ['createNext', 'lastCommittedSeq', 'snapshotPairs', 'insertNextPairs', 'sumNextTotals', 'eventsAfter', 'nextPairs', 'writeNext', 'swap'] as const,
+  'rebuild.sql',
+);
+/** Events left for the swap, which holds every batch back, to apply at most. */
+const CATCH_UP_UNDER_LOCK = 5_000;
 
 /** A movie's totals are kept in this many parts (see movie_totals in the schema). */
 const MOVIE_PARTS = 16;
@@ -202,17 +209,11 @@ export class PostgresStore implements Store {
         columns.receivedAt.push(e.receivedAt);
         columns.id.push(e.id ?? null);
       });
-      const p = [...tally.pairs.values()];
-      const users = [...tally.users].sort((a, b) => a[0] - b[0]);
-      const movies = [...tally.movies].sort((a, b) => a[0] - b[0]);
       await client.query(Q.writeBatch, [
         columns.seq, columns.user, columns.movie, columns.at, columns.receivedAt, columns.id,
-        p.map((x) => x.userId), p.map((x) => x.movieId), p.map((x) => x.position), p.map((x) => x.watched),
-        p.map((x) => x.events), p.map((x) => x.lastSeq), p.map((x) => x.updatedAt),
-        users.map(([id]) => id), users.map(([, d]) => d.watched), users.map(([, d]) => d.pairs),
-        users.map(([, d]) => d.events), users.map(([, d]) => d.lastSeq), users.map(([, d]) => d.updatedAt),
-        movies.map(([id]) => id), movies.map(([, d]) => d.watched), movies.map(([, d]) => d.pairs),
-        movies.map(([, d]) => d.events), movies.map(([, d]) => d.lastSeq), movies.map(([, d]) => d.updatedAt),
+        ...pairColumns([...tally.pairs.values()]),
+        ...deltaColumns(tally.users),
+        ...deltaColumns(tally.movies),
         // The connection's own part: batches on other connections write other rows of a hot movie.
         (client as unknown as { processID: number }).processID % MOVIE_PARTS,
       ]);
@@ -267,54 +268,79 @@ export class PostgresStore implements Store {
   }
 
   /**
-   * Recomputes every total from the events, in one transaction that holds
-   * the settings row: batches wait for it, readers see the old totals until
-   * it commits. Pairs come out of PostgreSQL one at a time, grouped and in
-   * seq order, and the rule is applied through advance(), as live ingest does.
+   * Recomputes every total from the events beside the live ones, while
+   * servers go on taking events, then swaps them in:
+   * 1. for an instant, holds the settings row, which every batch holds
+   *    FOR SHARE: no batch runs, so every event up to the highest number is
+   *    committed, and every later batch takes higher numbers;
+   * 2. builds next_* from those events, one pair at a time in number order,
+   *    through advance() as live ingest does;
+   * 3. catches up with the events that arrived meanwhile, in rounds;
+   * 4. holds the settings row again, catches up with the last few, and swaps
+   *    the tables in. Readers see the old totals or the new, never a mix.
    */
   async rebuild(rule: AccountingRule, onProgress?: (progress: RebuildProgress) => void): Promise<RebuildProgress> {
-    return this.transaction(async (client) => {
-      await client.query('SELECT 1 FROM settings WHERE id = 1 FOR UPDATE');
-      const total = (await client.query<{ n: number }>('SELECT count(*)::bigint AS n FROM events')).rows[0].n;
-      onProgress?.({ done: 0, total });
-      // DELETE, not TRUNCATE: readers go on seeing the old rows until the commit.
-      await client.query('DELETE FROM user_movies; DELETE FROM user_totals; DELETE FROM movie_totals');
-      await client.query(`DECLARE pairs NO SCROLL CURSOR FOR
-        SELECT user_id, movie_id, array_agg(at ORDER BY seq) AS ats, max(seq) AS last_seq,
-          (array_agg(received_at ORDER BY seq DESC))[1] AS updated_at
-        FROM events GROUP BY user_id, movie_id`);
-      let done = 0;
+    const upTo = await this.transaction((client) => this.lastCommittedSeq(client));
+    const total = (await this.pool.query<{ n: number }>('SELECT count(*)::bigint AS n FROM events WHERE seq <= $1', [upTo])).rows[0].n;
+    onProgress?.({ done: 0, total });
+    await this.pool.query(R.createNext);
+    let done = 0;
+    await this.transaction(async (client) => {
+      await client.query(R.snapshotPairs, [upTo]);
       for (;;) {
         const rows = (await client.query('FETCH 5000 FROM pairs')).rows;
         if (rows.length === 0) break;
-        const out = rows.map((r) => {
-          const pair: PairRow = { position: 0, watched: 0, events: 0, lastSeq: r.last_seq, updatedAt: r.updated_at };
+        const pairs = rows.map((r) => {
+          const pair: PairRow = { position: 0, watched: 0, events: 0, lastSeq: r.lastSeq, updatedAt: r.updatedAt };
           for (const at of r.ats as number[]) advance(rule, pair, at);
-          return { userId: r.user_id as number, movieId: r.movie_id as number, ...pair };
+          return { userId: r.userId as number, movieId: r.movieId as number, ...pair };
         });
-        await client.query(
-          `INSERT INTO user_movies (user_id, movie_id, position, watched, events, last_seq, updated_at)
-           SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])`,
-          [out.map((p) => p.userId), out.map((p) => p.movieId), out.map((p) => p.position), out.map((p) => p.watched),
-            out.map((p) => p.events), out.map((p) => p.lastSeq), out.map((p) => p.updatedAt)],
-        );
-        done += out.reduce((sum, p) => sum + p.events, 0);
+        await client.query(R.insertNextPairs, pairColumns(pairs));
+        done += pairs.reduce((sum, p) => sum + p.events, 0);
         onProgress?.({ done, total });
       }
       await client.query('CLOSE pairs');
-      // A user's and a movie's totals are sums over their pairs: no rule in them.
-      await client.query(`INSERT INTO user_totals (user_id, watched, movies, events, last_seq, updated_at)
-        SELECT user_id, sum(watched), count(*), sum(events), max(last_seq), (array_agg(updated_at ORDER BY last_seq DESC))[1]
-        FROM user_movies GROUP BY user_id`);
-      await client.query(`INSERT INTO movie_totals (movie_id, part, watched, viewers, events, last_seq, updated_at)
-        SELECT movie_id, 0, sum(watched), count(*), sum(events), max(last_seq), (array_agg(updated_at ORDER BY last_seq DESC))[1]
-        FROM user_movies GROUP BY movie_id`);
+      await client.query(R.sumNextTotals);
+    });
+    // Catch up without the lock while many events arrived, so that the swap holds it briefly.
+    let from = upTo;
+    for (let round = 0; round < 20; round++) {
+      const to = await this.transaction((client) => this.lastCommittedSeq(client));
+      if (to - from < CATCH_UP_UNDER_LOCK) break;
+      done += await this.transaction((client) => this.catchUp(client, rule, from, to));
+      from = to;
+    }
+    await this.transaction(async (client) => {
+      const to = await this.lastCommittedSeq(client);
+      done += await this.catchUp(client, rule, from, to);
+      await client.query(R.swap);
       await client.query('UPDATE settings SET accounting = $1, max_step = $2, generation = generation + 1 WHERE id = 1', [
         rule.accounting,
         rule.maxStep,
       ]);
-      return { done, total };
     });
+    return { done, total: done };
+  }
+
+  /** Holds the settings row (until the transaction ends) and gives the highest committed number. */
+  private async lastCommittedSeq(client: pg.PoolClient): Promise<number> {
+    await client.query('SELECT 1 FROM settings WHERE id = 1 FOR UPDATE');
+    return (await client.query<{ seq: number }>(R.lastCommittedSeq)).rows[0].seq;
+  }
+
+  /** Applies the events numbered (from, to] to the next_* tables; returns how many. */
+  private async catchUp(client: pg.PoolClient, rule: AccountingRule, from: number, to: number): Promise<number> {
+    const events = (await client.query(R.eventsAfter, [from, to])).rows;
+    if (events.length === 0) return 0;
+    const keys = new Map<string, [number, number]>();
+    for (const e of events) keys.set(pairKey(e.userId, e.movieId), [e.userId, e.movieId]);
+    const stored = new Map<string, PairRow>();
+    const [us, ms] = [[...keys.values()].map((k) => k[0]), [...keys.values()].map((k) => k[1])];
+    for (const row of (await client.query(R.nextPairs, [us, ms])).rows) stored.set(pairKey(row.userId, row.movieId), row);
+    const tally = new Tally(rule, (u, m) => stored.get(pairKey(u, m)));
+    for (const e of events) tally.apply(e.seq, e.userId, e.movieId, e.at, e.receivedAt);
+    await client.query(R.writeNext, [...pairColumns([...tally.pairs.values()]), ...deltaColumns(tally.users), ...deltaColumns(tally.movies)]);
+    return events.length;
   }
 
   async probeWritable(): Promise<void> {
@@ -330,6 +356,21 @@ export class PostgresStore implements Store {
   async close(): Promise<void> {
     await this.pool.end();
   }
+}
+
+type PairOut = PairRow & { userId: number; movieId: number };
+
+/** A batch's pairs as the column arrays that unnest takes. */
+function pairColumns(pairs: PairOut[]): unknown[] {
+  return [pairs.map((p) => p.userId), pairs.map((p) => p.movieId), pairs.map((p) => p.position), pairs.map((p) => p.watched),
+    pairs.map((p) => p.events), pairs.map((p) => p.lastSeq), pairs.map((p) => p.updatedAt)];
+}
+
+/** Users' or movies' deltas as column arrays, in key order: the order their rows are locked in. */
+function deltaColumns(deltas: Map<number, TotalDelta>): unknown[] {
+  const rows = [...deltas].sort((a, b) => a[0] - b[0]);
+  return [rows.map(([id]) => id), rows.map(([, d]) => d.watched), rows.map(([, d]) => d.pairs),
+    rows.map(([, d]) => d.events), rows.map(([, d]) => d.lastSeq), rows.map(([, d]) => d.updatedAt)];
 }
 
 function page<T extends { updatedAt: string }>(rows: Row<T>[], limit: number): Page<T> {

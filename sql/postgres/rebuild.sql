@@ -1,0 +1,70 @@
+-- The online rebuild of the PostgreSQL store: new totals are built in next_*
+-- tables beside the live ones, then swapped in.
+
+-- name: createNext
+DROP TABLE IF EXISTS next_user_movies, next_user_totals, next_movie_totals;
+CREATE TABLE next_user_movies (LIKE user_movies INCLUDING ALL);
+CREATE TABLE next_user_totals (LIKE user_totals INCLUDING ALL);
+CREATE TABLE next_movie_totals (LIKE movie_totals INCLUDING ALL);
+
+-- name: lastCommittedSeq
+-- Run while holding the settings row: no batch is running, so every event up to here is committed.
+SELECT coalesce(max(seq), 0) AS seq FROM events;
+
+-- name: snapshotPairs
+-- Each pair's events up to $1, in the order they were applied.
+DECLARE pairs NO SCROLL CURSOR FOR
+SELECT user_id AS "userId", movie_id AS "movieId", array_agg(at ORDER BY seq) AS ats, max(seq) AS "lastSeq",
+  (array_agg(received_at ORDER BY seq DESC))[1] AS "updatedAt"
+FROM events WHERE seq <= $1
+GROUP BY user_id, movie_id;
+
+-- name: insertNextPairs
+INSERT INTO next_user_movies (user_id, movie_id, position, watched, events, last_seq, updated_at)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[]);
+
+-- name: sumNextTotals
+-- A user's and a movie's totals are sums over their pairs: no rule in them.
+INSERT INTO next_user_totals (user_id, watched, movies, events, last_seq, updated_at)
+SELECT user_id, sum(watched), count(*), sum(events), max(last_seq), (array_agg(updated_at ORDER BY last_seq DESC))[1]
+FROM next_user_movies GROUP BY user_id;
+INSERT INTO next_movie_totals (movie_id, part, watched, viewers, events, last_seq, updated_at)
+SELECT movie_id, 0, sum(watched), count(*), sum(events), max(last_seq), (array_agg(updated_at ORDER BY last_seq DESC))[1]
+FROM next_user_movies GROUP BY movie_id;
+
+-- name: eventsAfter
+-- Events that arrived during the rebuild, in the order they were applied.
+SELECT seq, user_id AS "userId", movie_id AS "movieId", at, received_at AS "receivedAt"
+FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq;
+
+-- name: nextPairs
+SELECT user_id AS "userId", movie_id AS "movieId", position, watched, events, last_seq AS "lastSeq", updated_at AS "updatedAt"
+FROM next_user_movies WHERE (user_id, movie_id) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]));
+
+-- name: writeNext
+-- A catch-up round's pairs and deltas on the next tables, as writeBatch does on the live ones.
+WITH pairs AS (
+  INSERT INTO next_user_movies AS um (user_id, movie_id, position, watched, events, last_seq, updated_at)
+  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])
+  ON CONFLICT (user_id, movie_id) DO UPDATE SET position = excluded.position, watched = excluded.watched,
+    events = excluded.events, last_seq = excluded.last_seq, updated_at = excluded.updated_at
+), user_deltas AS (
+  INSERT INTO next_user_totals AS t (user_id, watched, movies, events, last_seq, updated_at)
+  SELECT * FROM unnest($8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[])
+  ON CONFLICT (user_id) DO UPDATE SET watched = t.watched + excluded.watched, movies = t.movies + excluded.movies,
+    events = t.events + excluded.events,
+    updated_at = CASE WHEN excluded.last_seq > t.last_seq THEN excluded.updated_at ELSE t.updated_at END,
+    last_seq = greatest(t.last_seq, excluded.last_seq)
+)
+INSERT INTO next_movie_totals AS t (movie_id, part, watched, viewers, events, last_seq, updated_at)
+SELECT m, 0, w, v, e, s, u FROM unnest($14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[]) AS d(m, w, v, e, s, u)
+ON CONFLICT (movie_id, part) DO UPDATE SET watched = t.watched + excluded.watched, viewers = t.viewers + excluded.viewers,
+  events = t.events + excluded.events,
+  updated_at = CASE WHEN excluded.last_seq > t.last_seq THEN excluded.updated_at ELSE t.updated_at END,
+  last_seq = greatest(t.last_seq, excluded.last_seq);
+
+-- name: swap
+DROP TABLE user_movies, user_totals, movie_totals;
+ALTER TABLE next_user_movies RENAME TO user_movies;
+ALTER TABLE next_user_totals RENAME TO user_totals;
+ALTER TABLE next_movie_totals RENAME TO movie_totals;
