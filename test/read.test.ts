@@ -1,19 +1,24 @@
 // The read endpoints of SPEC section 3 against the real server.
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { SqliteStore } from '../src/store/sqlite.ts';
 import { cleanupAfter, cli, get, post, serve, tempDir } from './helpers.ts';
+import { sharedPostgres, stopSharedPostgres } from './support/postgres.ts';
 
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
-describe('reads', () => {
+after(stopSharedPostgres);
+
+// The same answers from both stores.
+for (const backend of ['SQLite', 'PostgreSQL'] as const) describe(`reads (${backend})`, () => {
   const cleanup = cleanupAfter();
   let base: string;
   const odd = 'ann/é %?#&+';
 
   before(async () => {
-    base = (await serve(cleanup, path.join(tempDir(cleanup), 'w.db'))).url;
+    const db = backend === 'SQLite' ? path.join(tempDir(cleanup), 'w.db') : await (await sharedPostgres()).newDatabase();
+    base = (await serve(cleanup, db)).url;
     // Sent one request at a time so arrival order is known.
     const events = [
       { user: 'ann', slug: 'alien', at: 60 },

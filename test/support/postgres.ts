@@ -66,3 +66,19 @@ export async function startPostgres(): Promise<TestPostgres> {
     },
   };
 }
+
+let shared: Promise<TestPostgres> | undefined;
+
+/**
+ * One PostgreSQL server for a whole test file, started on first use. The file
+ * removes it with a top-level `after(stopSharedPostgres)`.
+ */
+export function sharedPostgres(): Promise<TestPostgres> {
+  shared ??= startPostgres();
+  return shared;
+}
+
+export async function stopSharedPostgres(): Promise<void> {
+  if (shared) await (await shared).destroy();
+  shared = undefined;
+}
