@@ -3,7 +3,7 @@
 // each commit the batch's changes are added to the answers it touched, and
 // the store drops them all when another connection (a rebuild) commits.
 import { LRUCache } from 'lru-cache';
-import type { Tally } from './tally.ts';
+import type { Tally, TotalDelta } from './tally.ts';
 import type { MovieTotals, PairTotals, UserTotals } from './store.ts';
 
 /** A name the database has no events for: remembered too, so that a 404 costs no more than a 200. */
@@ -36,42 +36,8 @@ export class ReadCache {
    * no room; an unknown name that the batch created is dropped, to be read afresh.
    */
   update(tally: Tally, userIds: Map<string, number>, movieIds: Map<string, number>): void {
-    const userNames = new Map<number, string>();
-    for (const [name, id] of userIds) {
-      userNames.set(id, name);
-      const kept = this.users.peek(name);
-      if (kept === undefined) continue;
-      if (kept === UNKNOWN) {
-        this.users.delete(name);
-        continue;
-      }
-      const d = tally.users.get(id)!;
-      this.users.set(name, {
-        ...kept,
-        watchTime: kept.watchTime + d.watched,
-        movies: kept.movies + d.pairs,
-        events: kept.events + d.events,
-        updatedAt: iso(d.updatedAt),
-      });
-    }
-    const slugs = new Map<number, string>();
-    for (const [slug, id] of movieIds) {
-      slugs.set(id, slug);
-      const kept = this.movies.peek(slug);
-      if (kept === undefined) continue;
-      if (kept === UNKNOWN) {
-        this.movies.delete(slug);
-        continue;
-      }
-      const d = tally.movies.get(id)!;
-      this.movies.set(slug, {
-        ...kept,
-        watchTime: kept.watchTime + d.watched,
-        viewers: kept.viewers + d.pairs,
-        events: kept.events + d.events,
-        updatedAt: iso(d.updatedAt),
-      });
-    }
+    const userNames = addDeltas(this.users, userIds, tally.users, 'movies');
+    const slugs = addDeltas(this.movies, movieIds, tally.movies, 'viewers');
     for (const p of tally.pairs.values()) {
       const user = userNames.get(p.userId)!;
       const slug = slugs.get(p.movieId)!;
@@ -88,4 +54,35 @@ export class ReadCache {
       });
     }
   }
+}
+
+/**
+ * Adds a batch's deltas to the kept totals of the names it touched (a new
+ * pair counts as one more of `pairsField`); returns the names by id.
+ */
+function addDeltas<T extends { watchTime: number; events: number; updatedAt: string }>(
+  answers: LRUCache<string, Answer<T>>,
+  ids: Map<string, number>,
+  deltas: Map<number, TotalDelta>,
+  pairsField: keyof T & ('movies' | 'viewers'),
+): Map<number, string> {
+  const names = new Map<number, string>();
+  for (const [name, id] of ids) {
+    names.set(id, name);
+    const kept = answers.peek(name);
+    if (kept === undefined) continue;
+    if (kept === UNKNOWN) {
+      answers.delete(name);
+      continue;
+    }
+    const d = deltas.get(id)!;
+    answers.set(name, {
+      ...kept,
+      watchTime: kept.watchTime + d.watched,
+      [pairsField]: (kept[pairsField] as number) + d.pairs,
+      events: kept.events + d.events,
+      updatedAt: iso(d.updatedAt),
+    });
+  }
+  return names;
 }
