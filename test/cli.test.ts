@@ -1,10 +1,13 @@
 // bin/watchtime as a child process: query, rebuild, serve's settings check.
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { credit, type AccountingRule } from '../src/accounting.ts';
 import { seededRandom } from '../src/generator/players.ts';
 import { cleanupAfter, cli, get, post, serve, snapshot, tempDir } from './helpers.ts';
+import { sharedPostgres, stopSharedPostgres } from './support/postgres.ts';
+
+after(stopSharedPostgres);
 
 /** Players who step, pause, seek and rewind over a few users and movies. */
 function workload(seed: number, count: number) {
@@ -46,12 +49,13 @@ async function ingest(base: string, events: object[], perRequest: number) {
   }
 }
 
-describe('query', () => {
+// The same answers from both stores. (rebuild and serve on PostgreSQL: test/postgres.test.ts.)
+for (const backend of ['SQLite', 'PostgreSQL'] as const) describe(`query (${backend})`, () => {
   const cleanup = cleanupAfter();
   let db: string;
 
   before(async () => {
-    db = path.join(tempDir(cleanup), 'w.db');
+    db = backend === 'SQLite' ? path.join(tempDir(cleanup), 'w.db') : await (await sharedPostgres()).newDatabase();
     const server = await serve(cleanup, db);
     await ingest(server.url, [
       { user: 'ann', slug: 'alien', at: 60 },
@@ -106,7 +110,7 @@ describe('query', () => {
     assert.match(usage.stderr, /--limit <n>.*many.*must be an integer/);
     assert.equal((await cli(['query', 'frobnicate'])).code, 2);
     assert.equal((await cli(['query', 'user', '', '--db', db])).code, 2);
-    const noDb = await cli(['query', 'top', '--db', path.join(path.dirname(db), 'absent.db')]);
+    const noDb = await cli(['query', 'top', '--db', path.join(tempDir(cleanup), 'absent.db')]);
     assert.equal(noDb.code, 1);
     assert.match(noDb.stderr, /cannot open the database/);
   });

@@ -1,29 +1,46 @@
-// POST / and POST /events against the real server and a real SQLite file.
+// POST / and POST /events against the real server, on a real SQLite file and on a real PostgreSQL.
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import path from 'node:path';
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import { credit, DEFAULT_RULE } from '../src/accounting.ts';
 import { cleanupAfter, get, post, request, serve, tempDir } from './helpers.ts';
+import { sharedPostgres, stopSharedPostgres } from './support/postgres.ts';
 
-async function setup(t: { after: (fn: () => Promise<void>) => void }, config = {}) {
+type Backend = 'SQLite' | 'PostgreSQL';
+after(stopSharedPostgres);
+
+async function setupOn(backend: Backend, t: { after: (fn: () => Promise<void>) => void }, config = {}) {
   const cleanup = cleanupAfter(t);
-  const db = path.join(tempDir(cleanup), 'w.db');
+  const db = backend === 'SQLite' ? path.join(tempDir(cleanup), 'w.db') : await (await sharedPostgres()).newDatabase();
   const server = await serve(cleanup, db, config);
-  const sql = <T>(query: string, ...params: unknown[]): T[] => {
+  /** A query on the database itself, without parameters, in SQL both stores understand. */
+  const sql = async <T>(query: string): Promise<T[]> => {
+    if (backend === 'PostgreSQL') {
+      const client = new pg.Client(db);
+      await client.connect();
+      try {
+        return (await client.query(query)).rows as T[];
+      } finally {
+        await client.end();
+      }
+    }
     const conn = new Database(db, { readonly: true });
     try {
-      return conn.prepare(query).all(...params) as T[];
+      return conn.prepare(query).all() as T[];
     } finally {
       conn.close();
     }
   };
-  const count = () => sql<{ n: number }>('SELECT count(*) AS n FROM events')[0].n;
+  const count = async () => Number((await sql<{ n: number }>('SELECT count(*) AS n FROM events'))[0].n);
   return { base: server.url, db, sql, count };
 }
 
-describe('ingest', () => {
+for (const backend of ['SQLite', 'PostgreSQL'] as const) describe(`ingest (${backend})`, () => {
+  const setup = (t: { after: (fn: () => Promise<void>) => void }, config = {}) => setupOn(backend, t, config);
+
   test('one object on POST / (the generator) is stored with its receive time', async (t) => {
     const { base, sql } = await setup(t);
     const before = Date.now();
@@ -35,7 +52,7 @@ describe('ingest', () => {
     const after = Date.now();
     assert.equal(res.status, 200);
     assert.deepEqual(res.body, { accepted: 1, duplicates: 0 });
-    const rows = sql<{ name: string; slug: string; at: number; received_at: number }>(
+    const rows = await sql<{ name: string; slug: string; at: number; received_at: number }>(
       'SELECT u.name, m.slug, e.at, e.received_at FROM events e JOIN users u ON u.id = e.user_id JOIN movies m ON m.id = e.movie_id',
     );
     assert.equal(rows.length, 1);
@@ -69,7 +86,7 @@ describe('ingest', () => {
     ]);
     assert.equal(res.status, 400);
     assert.deepEqual(res.body.errors, [{ pointer: '/2/at', message: 'at must be an integer (whole seconds)' }]);
-    assert.equal(count(), 1);
+    assert.equal(await count(), 1);
     assert.equal((await get(base, '/users/b/watch-time')).status, 404, 'no user row was created');
     assert.equal((await get(base, '/movies/m/watch-time')).body.watchTime, 10);
   });
@@ -84,7 +101,7 @@ describe('ingest', () => {
     assert.deepEqual(res.body.errors[1], { pointer: '/2', message: 'line 3 is empty' });
     const invalid = await post(base, '{"user":"a","slug":"m","at":1}\n{"user":"a","slug":"m"}\n', 'application/x-ndjson');
     assert.deepEqual(invalid.body.errors, [{ pointer: '/1/at', message: 'at is required' }]);
-    assert.equal(count(), 0);
+    assert.equal(await count(), 0);
   });
 
   test('a repeated id is acknowledged as a duplicate and not applied again', async (t) => {
@@ -101,7 +118,7 @@ describe('ingest', () => {
       { user: 'a', slug: 'm', at: 50 },
     ];
     assert.deepEqual((await post(base, batch)).body, { accepted: 2, duplicates: 2 });
-    assert.equal(count(), 3);
+    assert.equal(await count(), 3);
     const pair = (await get(base, '/users/a/movies/m/latest-moment')).body;
     assert.deepEqual([pair.latestMoment, pair.watchTime, pair.events], [50, 50, 3]);
   });
@@ -116,7 +133,7 @@ describe('ingest', () => {
     assert.equal((await post(base, event, 'text/plain')).status, 415);
     assert.equal((await post(base, event, 'application/json; charset=latin1')).status, 415);
     assert.equal((await post(base, event, 'Application/JSON; charset="UTF-8"')).status, 200);
-    assert.equal(count(), 1);
+    assert.equal(await count(), 1);
   });
 
   test('answers 400 for a body that is not JSON, not UTF-8, empty, or not an event', async (t) => {
@@ -132,7 +149,7 @@ describe('ingest', () => {
     assert.equal((await post(base, '')).status, 400);
     assert.equal((await post(base, '[]')).body.errors[0].message, 'a batch needs at least one event');
     assert.equal((await post(base, '"hello"')).body.errors[0].message, 'body must be an object or an array');
-    assert.equal(count(), 0);
+    assert.equal(await count(), 0);
   });
 
   test('takes 10,000 events in one request and refuses 10,001', async (t) => {
@@ -141,9 +158,9 @@ describe('ingest', () => {
     const tooMany = await post(base, events(10_001));
     assert.equal(tooMany.status, 400);
     assert.equal(tooMany.body.errors[0].message, 'batch must have at most 10000 events');
-    assert.equal(count(), 0);
+    assert.equal(await count(), 0);
     assert.deepEqual((await post(base, events(10_000))).body, { accepted: 10_000, duplicates: 0 });
-    assert.equal(count(), 10_000);
+    assert.equal(await count(), 10_000);
   });
 
   test('refuses a body over the limit with 413 before reading it', async (t) => {
@@ -163,7 +180,7 @@ describe('ingest', () => {
       req.write('[');
     });
     assert.equal(status, 413);
-    assert.equal(count(), 0);
+    assert.equal(await count(), 0);
   });
 
   test('a client that disconnects mid-body leaves nothing stored and the server serving', async (t) => {
@@ -177,7 +194,7 @@ describe('ingest', () => {
       req.write('[{"user":"a","slug":"m","at":1}', () => setTimeout(() => req.destroy(), 50));
     });
     assert.equal((await post(base, { user: 'b', slug: 'm', at: 2 })).status, 200);
-    assert.equal(count(), 1);
+    assert.equal(await count(), 1);
   });
 
   test('unknown routes and methods answer problem+json', async (t) => {
@@ -254,7 +271,7 @@ describe('ingest', () => {
       }),
     );
 
-    assert.equal(count(), connections * perConnection);
+    assert.equal(await count(), connections * perConnection);
     for (let c = 0; c < connections; c++) {
       const pair = (await get(base, `/users/user-${c}/movies/movie-${c % movies}/latest-moment`)).body;
       assert.deepEqual([pair.latestMoment, pair.watchTime, pair.events], [expected[c].position, expected[c].watched, perConnection]);
