@@ -123,17 +123,23 @@ for (const backend of ['SQLite', 'PostgreSQL'] as const) describe(`ingest (${bac
     assert.deepEqual([pair.latestMoment, pair.watchTime, pair.events], [50, 50, 3]);
   });
 
-  test('answers 415 for a missing or other content type, or a charset other than UTF-8', async (t) => {
+  test('a body with no Content-Type is read as JSON; another type, or a charset other than UTF-8, is 415', async (t) => {
     const { base, count } = await setup(t);
     const event = JSON.stringify({ user: 'a', slug: 'm', at: 1 });
+    // fetch with a Blob of no type sends no Content-Type at all.
     const noType = await request(`${base}/events`, { method: 'POST', body: new Blob([event]) });
-    assert.equal(noType.status, 415);
-    assert.equal(noType.body.type, '/problems/unsupported-media-type');
-    assert.match(noType.body.detail, /not missing/);
-    assert.equal((await post(base, event, 'text/plain')).status, 415);
+    assert.equal(noType.status, 200);
+    assert.equal(await count(), 1);
+    const notJson = await request(`${base}/`, { method: 'POST', body: new Blob(['user=a&slug=m']) });
+    assert.equal(notJson.status, 400, 'no looser than JSON: a body that is not JSON is still refused');
+    const other = await post(base, event, 'text/plain');
+    assert.equal(other.status, 415);
+    assert.equal(other.body.type, '/problems/unsupported-media-type');
+    assert.match(other.body.detail, /not "text\/plain"/);
+    assert.equal((await post(base, event, '')).status, 415, 'an empty Content-Type is present, and wrong');
     assert.equal((await post(base, event, 'application/json; charset=latin1')).status, 415);
     assert.equal((await post(base, event, 'Application/JSON; charset="UTF-8"')).status, 200);
-    assert.equal(await count(), 1);
+    assert.equal(await count(), 2);
   });
 
   test('answers 400 for a body that is not JSON, not UTF-8, empty, or not an event', async (t) => {

@@ -11,9 +11,14 @@ const FORMATS: Record<string, BodyFormat> = {
   'application/ndjson': 'ndjson',
 };
 
-/** The body format from Content-Type; anything else is 415. */
+/**
+ * The body format from Content-Type. No Content-Type at all is JSON: some
+ * HTTP clients post JSON without one, and the event source's client is not
+ * known. A type that is present and is not JSON or NDJSON in UTF-8 is 415.
+ */
 export function bodyFormat(req: IncomingMessage): BodyFormat {
-  const header = req.headers['content-type'] ?? '';
+  const header = req.headers['content-type'];
+  if (header === undefined) return 'json';
   const [mediaType, ...params] = header.split(';').map((part) => part.trim().toLowerCase());
   const format = FORMATS[mediaType];
   const charset = params.find((p) => p.startsWith('charset='))?.slice('charset='.length).replace(/"/g, '');
@@ -22,7 +27,7 @@ export function bodyFormat(req: IncomingMessage): BodyFormat {
       415,
       'unsupported-media-type',
       'Unsupported media type',
-      `Content-Type must be application/json or application/x-ndjson in UTF-8, not ${header === '' ? 'missing' : JSON.stringify(header)}`,
+      `Content-Type must be application/json or application/x-ndjson in UTF-8, not ${JSON.stringify(header)}`,
       { headers: { 'Accept-Post': 'application/json, application/x-ndjson' } },
     );
   }
