@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { describeRule, resolveRule, sameRule, type RequestedRule } from './accounting.ts';
 import { createApp } from './http/app.ts';
 import { IngestQueue } from './ingest/queue.ts';
+import { Metrics } from './metrics.ts';
 import { stderrLog, type Log } from './log.ts';
 import { describeDb, openStore } from './store/open.ts';
 
@@ -73,7 +74,9 @@ export async function startServer(config: ServerConfig, log: Log = stderrLog): P
     queueSize: config.queueSize,
     flushMs: config.flushMs,
     lockWaitMs: LOCK_WAIT_MS,
+    onFlushed: (events, duplicates, seconds) => metrics.flushed(events, duplicates, seconds),
   });
+  const metrics = new Metrics({ queueDepth: () => queue.stats().depth, databaseBytes: () => store.sizeBytes() });
   let closing = false;
   const handler = createApp({
     store,
@@ -83,6 +86,7 @@ export async function startServer(config: ServerConfig, log: Log = stderrLog): P
     bodyLimit: BODY_LIMIT,
     isClosing: () => closing,
     log,
+    metrics,
   });
   const { headersMs, requestMs } = config.timeouts ?? { headersMs: 10_000, requestMs: 30_000 };
   const server = createServer(

@@ -4,6 +4,7 @@ import polka, { type Request } from 'polka';
 import { checkName, MAX_BATCH_EVENTS, validateBatch, type FieldError } from '../event.ts';
 import { FlushError, QueueClosedError, QueueFullError, type IngestQueue } from '../ingest/queue.ts';
 import { nothingFor, StoreBusyError, type ReceivedEvent, type Store } from '../store/store.ts';
+import { routeOf, type Metrics } from '../metrics.ts';
 import { bearerCheck } from './auth.ts';
 import { bodyFormat, readBody, type BodyFormat } from './body.ts';
 import { badRequest, HttpProblem, notFound, sendJson, sendProblem, serviceUnavailable } from './problem.ts';
@@ -18,6 +19,7 @@ export interface AppOptions {
   /** True once shutdown has begun. */
   isClosing: () => boolean;
   log: (level: 'info' | 'warn' | 'error', message: string) => void;
+  metrics?: Metrics;
 }
 
 const INGEST_PATHS = new Set(['/', '/events']);
@@ -118,12 +120,13 @@ function toProblem(error: unknown): HttpProblem {
 }
 
 export function createApp(options: AppOptions) {
-  const { store, queue, isClosing, log } = options;
+  const { store, queue, isClosing, log, metrics } = options;
   const checkIngest = bearerCheck(options.ingestToken, 'ingest');
   const checkRead = bearerCheck(options.readToken, 'reading');
 
   const onError = (error: unknown, req: IncomingMessage, res: ServerResponse) => {
     const problem = toProblem(error);
+    if (req.method === 'POST' && INGEST_PATHS.has(routeOf(req.url ?? ''))) metrics?.refused(problem.kind);
     if (problem.status >= 500 && problem.kind === 'internal') {
       log('error', `${req.method} ${req.url}: ${(error as Error)?.stack ?? String(error)}`);
     }
@@ -193,6 +196,13 @@ export function createApp(options: AppOptions) {
   app.post('/events', ingest);
 
   app.get('/livez', (_req, res) => sendJson(res, 200, { status: 'live' }));
+
+  app.get('/metrics', async (_req, res) => {
+    if (!metrics) throw notFound('this server keeps no metrics');
+    const text = await metrics.registry.metrics();
+    res.writeHead(200, { 'Content-Type': metrics.registry.contentType, 'Content-Length': Buffer.byteLength(text) });
+    res.end(text);
+  });
 
   app.get('/readyz', async (_req, res) => {
     const reasons: string[] = [];
@@ -286,6 +296,12 @@ export function createApp(options: AppOptions) {
   });
 
   return (req: IncomingMessage, res: ServerResponse) => {
+    if (metrics) {
+      const started = process.hrtime.bigint();
+      res.once('finish', () =>
+        metrics.answered(routeOf(req.url ?? ''), req.method ?? '', res.statusCode, Number(process.hrtime.bigint() - started) / 1e9),
+      );
+    }
     // Ingest skips polka's routing too: its paths have no parameters, and nothing but its handler can answer them.
     if (req.method === 'POST' && INGEST_PATHS.has(req.url ?? '')) {
       const fail = (error: unknown) => onError(error, req, res);

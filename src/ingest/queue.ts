@@ -23,6 +23,8 @@ export interface QueueOptions {
   flushMs: number;
   /** How long events may wait for a locked database before they are refused. */
   lockWaitMs: number;
+  /** Told of each committed batch: its events, how many were duplicates, and the seconds its commit took. */
+  onFlushed?: (events: number, duplicates: number, seconds: number) => void;
 }
 
 /** The queue cannot take the request now: 503 with Retry-After. */
@@ -172,15 +174,20 @@ export class IngestQueue {
     this.flushing = true;
     this.locked = false;
     let retryInMs = 0;
+    const started = process.hrtime.bigint();
     try {
       const duplicate = await this.store.ingest(events);
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       let i = 0;
+      let batchDuplicates = 0;
       for (const waiting of batch) {
         let duplicates = 0;
         for (let end = i + waiting.events.length; i < end; i++) if (duplicate[i]) duplicates += 1;
         waiting.resolve({ accepted: waiting.events.length - duplicates, duplicates });
-        this.duplicateEvents += duplicates;
+        batchDuplicates += duplicates;
       }
+      this.duplicateEvents += batchDuplicates;
+      this.options.onFlushed?.(events.length, batchDuplicates, seconds);
       this.committedEvents += events.length;
       this.depth -= events.length;
       this.batches += 1;

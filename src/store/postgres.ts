@@ -343,6 +343,10 @@ export class PostgresStore implements Store {
     return events.length;
   }
 
+  async sizeBytes(): Promise<number> {
+    return (await this.pool.query<{ n: number }>('SELECT pg_database_size(current_database()) AS n')).rows[0].n;
+  }
+
   async probeWritable(): Promise<void> {
     try {
       await this.pool.query('UPDATE settings SET accounting = accounting WHERE id = 1');

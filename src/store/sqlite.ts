@@ -1,5 +1,5 @@
 // The embedded store: one SQLite file in WAL mode, written by one connection.
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { LRUCache } from 'lru-cache';
@@ -282,6 +282,11 @@ export class SqliteStore implements Store {
   probeWritable(): void {
     // A real commit of an unchanged row: it fails as a batch would on a full disk or a read-only file.
     whenBusy(() => this.probe.immediate());
+  }
+
+  sizeBytes(): number {
+    const size = (suffix: string) => statSync(`${this.file}${suffix}`, { throwIfNoEntry: false })?.size ?? 0;
+    return size('') + size('-wal');
   }
 
   /** Copies the WAL into the database and empties it. */

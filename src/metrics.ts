@@ -1,0 +1,116 @@
+// GET /metrics in Prometheus's text format, with prom-client: what the
+// ingest queue and the HTTP server do, the database's size, and Node's own
+// process metrics. Names follow Prometheus's conventions: a `watchtime_`
+// prefix, `_total` for counters, base units (seconds, bytes).
+import client from 'prom-client';
+import type { Awaitable } from './store/store.ts';
+
+/** The paths the server answers, as route templates: a label with few values. */
+const ROUTES: [RegExp, string][] = [
+  [/^\/$/, '/'],
+  [/^\/events$/, '/events'],
+  [/^\/movies\/[^/]+\/watch-time$/, '/movies/{slug}/watch-time'],
+  [/^\/users\/[^/]+\/watch-time$/, '/users/{user}/watch-time'],
+  [/^\/users\/[^/]+\/movies\/[^/]+\/latest-moment$/, '/users/{user}/movies/{slug}/latest-moment'],
+  [/^\/users\/[^/]+\/movies$/, '/users/{user}/movies'],
+  [/^\/movies$/, '/movies'],
+  [/^\/(livez|readyz|metrics)$/, ''],
+];
+
+export function routeOf(url: string): string {
+  const path = url.split('?', 1)[0];
+  for (const [pattern, route] of ROUTES) if (pattern.test(path)) return route || path;
+  return 'other';
+}
+
+export interface MetricSources {
+  queueDepth: () => number;
+  /** Bytes the database takes, when the store can say. */
+  databaseBytes: () => Awaitable<number | undefined>;
+}
+
+export class Metrics {
+  readonly registry = new client.Registry();
+  private readonly accepted: client.Counter;
+  private readonly duplicates: client.Counter;
+  private readonly rejected: client.Counter<'reason'>;
+  private readonly batchSize: client.Histogram;
+  private readonly flushSeconds: client.Histogram;
+  private readonly requests: client.Counter<'route' | 'method' | 'status'>;
+  private readonly requestSeconds: client.Histogram<'route' | 'method'>;
+
+  constructor(sources: MetricSources) {
+    const registers = [this.registry];
+    client.collectDefaultMetrics({ register: this.registry });
+    this.accepted = new client.Counter({ name: 'watchtime_events_accepted_total', help: 'Events stored and applied.', registers });
+    this.duplicates = new client.Counter({
+      name: 'watchtime_events_duplicate_total',
+      help: 'Events acknowledged as duplicates of a stored id, and not applied again.',
+      registers,
+    });
+    this.rejected = new client.Counter({
+      name: 'watchtime_ingest_rejected_requests_total',
+      help: 'Ingest requests refused, none of whose events were stored, by the problem type of the answer.',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.batchSize = new client.Histogram({
+      name: 'watchtime_batch_size_events',
+      help: 'Events committed in one transaction.',
+      buckets: [1, 4, 16, 64, 256, 1024, 4096, 16384],
+      registers,
+    });
+    this.flushSeconds = new client.Histogram({
+      name: 'watchtime_flush_duration_seconds',
+      help: 'Time from the start of a batch commit until it is durable.',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    });
+    this.requests = new client.Counter({
+      name: 'watchtime_http_requests_total',
+      help: 'HTTP requests answered, by route, method and status.',
+      labelNames: ['route', 'method', 'status'],
+      registers,
+    });
+    this.requestSeconds = new client.Histogram({
+      name: 'watchtime_http_request_duration_seconds',
+      help: 'Time from a request until its answer is written.',
+      labelNames: ['route', 'method'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5],
+      registers,
+    });
+    new client.Gauge({
+      name: 'watchtime_queue_depth_events',
+      help: 'Events queued and not yet committed.',
+      registers,
+      collect() {
+        this.set(sources.queueDepth());
+      },
+    });
+    new client.Gauge({
+      name: 'watchtime_database_size_bytes',
+      help: 'Bytes the database takes (for SQLite, the file and its write-ahead log).',
+      registers,
+      async collect() {
+        const bytes = await sources.databaseBytes();
+        if (bytes !== undefined) this.set(bytes);
+      },
+    });
+  }
+
+  flushed(events: number, duplicates: number, seconds: number): void {
+    this.accepted.inc(events - duplicates);
+    this.duplicates.inc(duplicates);
+    this.batchSize.observe(events);
+    this.flushSeconds.observe(seconds);
+  }
+
+  refused(reason: string): void {
+    this.rejected.inc({ reason });
+  }
+
+  answered(route: string, method: string, status: number, seconds: number): void {
+    this.requests.inc({ route, method, status: String(status) });
+    this.requestSeconds.observe({ route, method }, seconds);
+  }
+}
