@@ -109,8 +109,20 @@ export class Metrics {
     this.rejected.inc({ reason });
   }
 
+  /** The series of each (route, method, status), made once: a request then costs an add and an observe. */
+  private readonly series = new Map<
+    string,
+    { count: client.Counter.Internal<'route' | 'method' | 'status'>; time: client.Histogram.Internal<'route' | 'method'> }
+  >();
+
   answered(route: string, method: string, status: number, seconds: number): void {
-    this.requests.inc({ route, method, status: String(status) });
-    this.requestSeconds.observe({ route, method }, seconds);
+    const key = `${route} ${method} ${status}`;
+    let series = this.series.get(key);
+    if (series === undefined) {
+      series = { count: this.requests.labels(route, method, String(status)), time: this.requestSeconds.labels(route, method) };
+      this.series.set(key, series);
+    }
+    series.count.inc();
+    series.time.observe(seconds);
   }
 }
