@@ -112,7 +112,7 @@ export class Metrics {
   /** The series of each (route, method, status), made once: a request then costs an add and an observe. */
   private readonly series = new Map<
     string,
-    { count: client.Counter.Internal<'route' | 'method' | 'status'>; time: client.Histogram.Internal<'route' | 'method'> }
+    { count: client.Counter.Internal; time: client.Histogram.Internal<'route' | 'method'> }
   >();
 
   answered(route: string, method: string, status: number, seconds: number): void {
