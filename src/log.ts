@@ -1,9 +1,17 @@
-// One line a message on stderr: time, level, text.
-export type Level = 'info' | 'warn' | 'error';
-export type Log = (level: Level, message: string) => void;
+// Structured logs with pino: JSON lines on stderr for machines, or pino-pretty's
+// readable lines when stderr is a terminal. One line at start with the
+// settings in force, one a refused or failed request, none an accepted event.
+import pino from 'pino';
 
-export const stderrLog: Log = (level, message) => {
-  process.stderr.write(`${new Date().toISOString()} ${level} ${message}\n`);
-};
+export type Logger = pino.Logger;
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
-export const silentLog: Log = () => {};
+export function createLogger(level: LogLevel = 'info'): Logger {
+  if (process.stderr.isTTY) {
+    return pino({ level, transport: { target: 'pino-pretty', options: { destination: 2, translateTime: 'SYS:HH:MM:ss.l' } } });
+  }
+  return pino({ level, base: undefined }, pino.destination({ fd: 2, sync: true }));
+}
+
+export const silentLogger: Logger = pino({ level: 'silent' });

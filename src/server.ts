@@ -5,7 +5,7 @@ import { describeRule, resolveRule, sameRule, type RequestedRule } from './accou
 import { createApp } from './http/app.ts';
 import { IngestQueue } from './ingest/queue.ts';
 import { Metrics } from './metrics.ts';
-import { stderrLog, type Log } from './log.ts';
+import { createLogger, type Logger } from './log.ts';
 import { describeDb, openStore } from './store/open.ts';
 
 export interface ServerConfig {
@@ -49,9 +49,10 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export async function startServer(config: ServerConfig, log: Log = stderrLog): Promise<RunningServer> {
+export async function startServer(config: ServerConfig, log: Logger = createLogger()): Promise<RunningServer> {
   // busyTimeout 0: a locked database must not block the event loop; the queue retries instead.
   const store = await openStore(config.db, { busyTimeoutMs: 0, syncInBackground: true });
+  let settingsInForce = {};
   try {
     const stored = await store.settings();
     const rule = resolveRule(stored, config.rule);
@@ -63,7 +64,7 @@ export async function startServer(config: ServerConfig, log: Log = stderrLog): P
           'to recompute it under the new rule, or start without those options to keep the stored one.',
       );
     }
-    log('info', `database ${describeDb(config.db)}, accounting ${describeRule(rule)}`);
+    settingsInForce = { db: describeDb(config.db), accounting: rule.accounting, maxStep: rule.maxStep };
   } catch (error) {
     await store.close();
     throw error;
@@ -112,7 +113,19 @@ export async function startServer(config: ServerConfig, log: Log = stderrLog): P
   const { port } = server.address() as AddressInfo;
   const shownHost = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
   const url = `http://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`;
-  log('info', `listening on ${config.host}:${port} (${url})`);
+  log.info(
+    {
+      ...settingsInForce,
+      host: config.host,
+      port,
+      flushMs: config.flushMs,
+      batchSize: config.batchSize,
+      queueSize: config.queueSize,
+      ingestToken: Boolean(config.ingestToken),
+      readToken: Boolean(config.readToken),
+    },
+    `listening on ${config.host}:${port} (${url})`,
+  );
 
   let closed: Promise<void> | undefined;
   const close = () =>
@@ -130,11 +143,11 @@ export async function startServer(config: ServerConfig, log: Log = stderrLog): P
       try {
         store.checkpoint?.();
       } catch (error) {
-        log('warn', `checkpoint at shutdown failed (the WAL is kept and replayed at next open): ${(error as Error).message}`);
+        log.warn({ err: error }, 'checkpoint at shutdown failed (the WAL is kept and replayed at next open)');
       }
       await store.close();
       const stats = queue.stats();
-      log('info', `stopped; ${stats.committedEvents} event(s) committed in ${stats.batches} batch(es) since start`);
+      log.info({ committedEvents: stats.committedEvents, batches: stats.batches }, 'stopped');
     })());
 
   return { url, port, close };

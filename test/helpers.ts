@@ -7,7 +7,7 @@ import path from 'node:path';
 import { after } from 'node:test';
 import Database from 'better-sqlite3';
 import { fileURLToPath } from 'node:url';
-import { silentLog } from '../src/log.ts';
+import { silentLogger } from '../src/log.ts';
 import { SERVER_DEFAULTS, startServer, type RunningServer, type ServerConfig } from '../src/server.ts';
 
 export const BIN = fileURLToPath(new URL('../bin/watchtime', import.meta.url));
@@ -44,7 +44,7 @@ export async function serve(
 ): Promise<RunningServer> {
   const server = await startServer(
     { ...SERVER_DEFAULTS, host: '127.0.0.1', port: 0, db, rule: {}, ...config },
-    silentLog,
+    silentLogger,
   );
   cleanup(() => server.close());
   return server;

@@ -68,8 +68,9 @@ for (const backend of ['SQLite', 'PostgreSQL'] as const) describe(`reads (${back
       const res = await get(base, pathname);
       assert.equal(res.status, 404, pathname);
       assert.equal(res.headers.get('content-type'), 'application/problem+json');
-      assert.deepEqual(Object.keys(res.body), ['type', 'title', 'status', 'detail']);
+      assert.deepEqual(Object.keys(res.body), ['type', 'title', 'status', 'detail', 'instance']);
       assert.equal(res.body.status, 404);
+      assert.equal(res.body.instance, res.headers.get('x-request-id'), 'the instance is the request id');
     }
   });
 

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { startServer, SERVER_DEFAULTS } from '../server.ts';
-import { stderrLog } from '../log.ts';
+import { createLogger, LOG_LEVELS, type LogLevel } from '../log.ts';
 import { accountingOptions, dbOption, envOption, integer } from './options.ts';
 
 interface ServeOptions {
@@ -14,6 +14,7 @@ interface ServeOptions {
   flushMs: number;
   batchSize: number;
   queueSize: number;
+  logLevel: LogLevel;
 }
 
 export function registerServe(program: Command): void {
@@ -30,23 +31,28 @@ export function registerServe(program: Command): void {
     .addOption(envOption('--flush-ms <ms>', 'longest the oldest queued event waits before its flush starts; also the retry interval while the database is locked').argParser(integer(1, 10_000)).default(SERVER_DEFAULTS.flushMs))
     .addOption(envOption('--batch-size <events>', 'most events committed in one transaction').argParser(integer(1, 1_000_000)).default(SERVER_DEFAULTS.batchSize))
     .addOption(envOption('--queue-size <events>', 'most events waiting for a commit; past it POSTs get 503').argParser(integer(1, 10_000_000)).default(SERVER_DEFAULTS.queueSize))
+    .addOption(envOption('--log-level <level>', 'least severe log lines written').choices(LOG_LEVELS).default('info'))
     .action(async (options: ServeOptions) => {
-      const server = await startServer({
-        ...options,
-        rule: { accounting: options.accounting, maxStep: options.maxStep },
-      });
+      const log = createLogger(options.logLevel);
+      const server = await startServer(
+        {
+          ...options,
+          rule: { accounting: options.accounting, maxStep: options.maxStep },
+        },
+        log,
+      );
       let stopping = false;
       const stop = (signal: string) => {
         if (stopping) {
-          stderrLog('warn', `${signal} again: exiting without waiting`);
+          log.warn(`${signal} again: exiting without waiting`);
           process.exit(1);
         }
         stopping = true;
-        stderrLog('info', `${signal}: flushing queued events and stopping`);
+        log.info(`${signal}: flushing queued events and stopping`);
         server.close().then(
           () => process.exit(0),
           (error) => {
-            stderrLog('error', `shutdown failed: ${(error as Error).stack}`);
+            log.error({ err: error }, 'shutdown failed');
             process.exit(1);
           },
         );

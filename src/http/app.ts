@@ -4,6 +4,7 @@ import polka, { type Request } from 'polka';
 import { checkName, MAX_BATCH_EVENTS, validateBatch, type FieldError } from '../event.ts';
 import { FlushError, QueueClosedError, QueueFullError, type IngestQueue } from '../ingest/queue.ts';
 import { nothingFor, StoreBusyError, type ReceivedEvent, type Store } from '../store/store.ts';
+import type { Logger } from '../log.ts';
 import { routeOf, type Metrics } from '../metrics.ts';
 import { bearerCheck } from './auth.ts';
 import { bodyFormat, readBody, type BodyFormat } from './body.ts';
@@ -18,7 +19,7 @@ export interface AppOptions {
   bodyLimit: number;
   /** True once shutdown has begun. */
   isClosing: () => boolean;
-  log: (level: 'info' | 'warn' | 'error', message: string) => void;
+  log: Logger;
   metrics?: Metrics;
 }
 
@@ -62,6 +63,21 @@ export function parseEvents(text: string, format: BodyFormat): { values: unknown
   throw badRequest('the body must be one event object or an array of events', [
     { pointer: '', message: 'body must be an object or an array' },
   ]);
+}
+
+/** Each request's id, for its answer and its log line. */
+const requestIds = new WeakMap<IncomingMessage, string>();
+const bootId = Math.random().toString(36).slice(2, 8);
+let requestCount = 0;
+
+/**
+ * The client's X-Request-Id when it sends a usable one (letters, digits,
+ * `.`, `_`, `-`, at most 128), so that its logs and ours meet; else one of ours.
+ */
+function requestId(given: string | string[] | undefined): string {
+  if (typeof given === 'string' && /^[\w.-]{1,128}$/.test(given)) return given;
+  requestCount += 1;
+  return `${bootId}-${requestCount.toString(36)}`;
 }
 
 /** The three lookups' paths, without query: a movie's slug, or a user's name and maybe a slug. */
@@ -127,10 +143,21 @@ export function createApp(options: AppOptions) {
   const onError = (error: unknown, req: IncomingMessage, res: ServerResponse) => {
     const problem = toProblem(error);
     if (req.method === 'POST' && INGEST_PATHS.has(routeOf(req.url ?? ''))) metrics?.refused(problem.kind);
-    if (problem.status >= 500 && problem.kind === 'internal') {
-      log('error', `${req.method} ${req.url}: ${(error as Error)?.stack ?? String(error)}`);
-    }
-    sendProblem(res, problem);
+    // A lookup of a name with no events is an answer, not a refusal: no log line.
+    if (problem.kind === 'not-found') sendProblem(res, problem, requestIds.get(req));
+    else answerProblem(req, res, problem, problem.kind === 'internal' ? error : undefined);
+  };
+
+  /**
+   * Answers a problem, with the request's id as its `instance`, and logs it:
+   * an error for a fault of the server, a warning for a refused request.
+   */
+  const answerProblem = (req: IncomingMessage, res: ServerResponse, problem: HttpProblem, fault?: unknown) => {
+    const id = requestIds.get(req);
+    const fields = { reqId: id, method: req.method, url: req.url, status: problem.status, type: problem.kind, detail: problem.detail };
+    if (fault !== undefined) log.error({ ...fields, err: fault }, 'request failed');
+    else log.warn(fields, 'request refused');
+    sendProblem(res, problem, id);
   };
 
   const app = polka<Request>({
@@ -138,12 +165,12 @@ export function createApp(options: AppOptions) {
     onNoMatch(req, res) {
       const allow = INGEST_PATHS.has(req.path) ? 'POST' : undefined;
       if (allow && req.method !== 'POST') {
-        sendProblem(res, new HttpProblem(405, 'method-not-allowed', 'Method not allowed', `${req.path} takes POST`, {
+        answerProblem(req, res, new HttpProblem(405, 'method-not-allowed', 'Method not allowed', `${req.path} takes POST`, {
           headers: { Allow: allow },
         }));
         return;
       }
-      sendProblem(res, notFound(`no route for ${req.method} ${req.path}`));
+      answerProblem(req, res, notFound(`no route for ${req.method} ${req.path}`));
     },
   });
 
@@ -296,6 +323,9 @@ export function createApp(options: AppOptions) {
   });
 
   return (req: IncomingMessage, res: ServerResponse) => {
+    const id = requestId(req.headers['x-request-id']);
+    requestIds.set(req, id);
+    res.setHeader('X-Request-Id', id);
     if (metrics) {
       const started = process.hrtime.bigint();
       res.once('finish', () =>

@@ -32,7 +32,8 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, con
   res.end(text);
 }
 
-export function sendProblem(res: ServerResponse, problem: HttpProblem): void {
+/** `instance` is the request's id, also in the X-Request-Id header and in the log line. */
+export function sendProblem(res: ServerResponse, problem: HttpProblem, instance?: string): void {
   if (res.headersSent) {
     res.destroy();
     return;
@@ -43,6 +44,7 @@ export function sendProblem(res: ServerResponse, problem: HttpProblem): void {
     title: problem.title,
     status: problem.status,
     detail: problem.detail,
+    ...(instance === undefined ? {} : { instance }),
     ...problem.options.extra,
   };
   if (problem.options.errors) body.errors = problem.options.errors;
