@@ -177,6 +177,20 @@ describe('rebuild', () => {
     assert.deepEqual([pair.watchTime, pair.latestMoment, pair.events], [100 + 110 + 5 + 7, 7, 4]);
   });
 
+  test('--json prints the result as JSON; off a terminal, progress is plain lines', async (t) => {
+    const cleanup = cleanupAfter(t);
+    const db = path.join(tempDir(cleanup), 'w.db');
+    const server = await serve(cleanup, db);
+    await ingest(server.url, workload(3, 300), 50);
+    const run = await cli(['rebuild', '--db', db, '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const result = JSON.parse(run.stdout);
+    assert.deepEqual([result.events, result.accounting, result.maxStep], [300, 'progress', 120]);
+    assert.ok(result.eventsPerSecond > 0 && result.peakRssMb > 0);
+    assert.match(run.stderr, /^rebuild: 300 of 300 events\n$/m);
+    assert.doesNotMatch(run.stderr, /\u001b/, 'no terminal escapes in a pipe');
+  });
+
   test('refuses a database that does not exist', async (t) => {
     const dir = tempDir(cleanupAfter(t));
     const run = await cli(['rebuild', '--db', path.join(dir, 'none.db')]);

@@ -1,7 +1,7 @@
 // watchtime generate: sends simulated players' heartbeats to a server, and
 // with --verify checks every total the server answers against its own.
-import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
+import { startProgress } from './progress.ts';
 import { randomInt } from 'node:crypto';
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -20,6 +20,7 @@ interface GenerateOptions {
   connections: number;
   batch: number;
   verify?: boolean;
+  json?: boolean;
   accounting?: 'progress' | 'sum';
   maxStep?: number;
   ingestToken?: string;
@@ -117,34 +118,35 @@ async function serverRule(options: GenerateOptions): Promise<AccountingRule> {
   }
 }
 
-function progressDisplay(counters: Counters, durationSeconds: number) {
+function progressDisplay(counters: Counters, durationSeconds: number, json: boolean) {
   const started = Date.now();
   let lastCount = 0;
-  let rate = 0;
-  const payload = () => ({ sent: counters.acknowledged, rate, retries: counters.retries, failed: counters.failed });
-  if (process.stderr.isTTY) {
-    const bar = new cliProgress.SingleBar(
-      { stream: process.stderr, format: 'generate [{bar}] {value}/{total} s | {sent} events | {rate}/s | retries {retries} | failed {failed}' },
-      cliProgress.Presets.shades_classic,
-    );
-    bar.start(durationSeconds, 0, payload());
-    const timer = setInterval(() => {
-      rate = counters.acknowledged - lastCount;
-      lastCount = counters.acknowledged;
-      bar.update(Math.min(durationSeconds, Math.floor((Date.now() - started) / 1000)), payload());
-    }, 1000);
-    return () => {
-      clearInterval(timer);
-      bar.stop();
-    };
-  }
-  const timer = setInterval(() => {
-    const p = payload();
-    rate = Math.round((counters.acknowledged - lastCount) / 5);
+  let lastAt = started;
+  const progress = startProgress({
+    total: durationSeconds,
+    json,
+    bar: 'generate [{bar}] {value}/{total} s | {sent} events | {rate}/s | retries {retries} | failed {failed}',
+    line: (value, _total, f) => `generate: ${value} s, ${f.sent} events, ${f.rate}/s, retries ${f.retries}, failed ${f.failed}`,
+  });
+  const tick = () => {
+    const now = Date.now();
+    const rate = Math.round(((counters.acknowledged - lastCount) * 1000) / Math.max(1, now - lastAt));
     lastCount = counters.acknowledged;
-    process.stderr.write(`generate: ${Math.round((Date.now() - started) / 1000)} s, ${p.sent} events, ${rate}/s, retries ${p.retries}, failed ${p.failed}\n`);
-  }, 5000);
-  return () => clearInterval(timer);
+    lastAt = now;
+    progress.update(Math.min(durationSeconds, Math.round((now - started) / 1000)), {
+      sent: counters.acknowledged,
+      rate,
+      retries: counters.retries,
+      failed: counters.failed,
+    });
+  };
+  tick();
+  const timer = setInterval(tick, 1000);
+  return () => {
+    clearInterval(timer);
+    tick();
+    progress.stop();
+  };
 }
 
 /** Compares every user, movie and pair the run touched with the server's answers. */
@@ -200,7 +202,7 @@ async function run(options: GenerateOptions): Promise<void> {
   let due = started;
   let eventNumber = 0;
   const runId = options.seed.toString(36);
-  const stopDisplay = progressDisplay(counters, options.duration);
+  const stopDisplay = progressDisplay(counters, options.duration, options.json ?? false);
 
   // Each connection owns a share of the users and sends them one request at a
   // time, so the server receives each pair's events in the order they were made.
@@ -234,21 +236,36 @@ async function run(options: GenerateOptions): Promise<void> {
   agent.destroy();
 
   const seconds = (Date.now() - started) / 1000;
-  process.stdout.write(
-    `sent ${counters.acknowledged} events in ${seconds.toFixed(1)} s (${Math.round(counters.acknowledged / seconds)}/s); ` +
-      `${counters.retries} retries, ${counters.duplicates} acknowledged as duplicates, ${counters.failed} failed\n`,
-  );
-  if (counters.failed > 0) process.stdout.write(`last error: ${counters.lastError}\n`);
-
-  let differences: string[] = [];
-  if (options.verify) {
-    differences = await verify(options, expected);
+  const differences = options.verify ? await verify(options, expected) : [];
+  if (options.json) {
+    const summary = {
+      seed: options.seed,
+      sent: counters.acknowledged,
+      seconds,
+      eventsPerSecond: Math.round(counters.acknowledged / seconds),
+      retries: counters.retries,
+      duplicates: counters.duplicates,
+      failed: counters.failed,
+      ...(counters.failed > 0 ? { lastError: counters.lastError } : {}),
+      ...(options.verify
+        ? { verify: { users: expected.users.size, movies: expected.movies.size, pairs: expected.pairs.size, differences } }
+        : {}),
+    };
+    process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
+  } else {
     process.stdout.write(
-      `verify: ${expected.users.size} users, ${expected.movies.size} movies, ${expected.pairs.size} pairs checked, ` +
-        `${differences.length} difference(s)\n`,
+      `sent ${counters.acknowledged} events in ${seconds.toFixed(1)} s (${Math.round(counters.acknowledged / seconds)}/s); ` +
+        `${counters.retries} retries, ${counters.duplicates} acknowledged as duplicates, ${counters.failed} failed\n`,
     );
-    for (const line of differences.slice(0, 20)) process.stdout.write(`  ${line}\n`);
-    if (differences.length > 20) process.stdout.write(`  ... and ${differences.length - 20} more\n`);
+    if (counters.failed > 0) process.stdout.write(`last error: ${counters.lastError}\n`);
+    if (options.verify) {
+      process.stdout.write(
+        `verify: ${expected.users.size} users, ${expected.movies.size} movies, ${expected.pairs.size} pairs checked, ` +
+          `${differences.length} difference(s)\n`,
+      );
+      for (const line of differences.slice(0, 20)) process.stdout.write(`  ${line}\n`);
+      if (differences.length > 20) process.stdout.write(`  ... and ${differences.length - 20} more\n`);
+    }
   }
   if (counters.failed > 0 || differences.length > 0) process.exitCode = 1;
 }
@@ -265,7 +282,8 @@ export function registerGenerate(program: Command): void {
     .addOption(envOption('--seed <n>', 'random seed; the same seed replays the same players (default: random)').argParser(integer(0, 2 ** 31 - 1)))
     .addOption(envOption('--connections <n>', 'requests in flight at once').argParser(integer(1, 1000)).default(8))
     .addOption(envOption('--batch <n>', 'events a request').argParser(integer(1, 10_000)).default(1))
-    .addOption(envOption('--verify', 'afterwards, compare every user, movie and pair with the server; exit 1 on any difference'));
+    .addOption(envOption('--verify', 'afterwards, compare every user, movie and pair with the server; exit 1 on any difference'))
+    .addOption(envOption('--json', 'print the summary as JSON; progress as plain lines'));
   for (const option of accountingOptions()) command.addOption(option);
   command
     .addOption(envOption('--ingest-token <token>', 'bearer token for POST'))

@@ -1,12 +1,13 @@
 import { existsSync } from 'node:fs';
-import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import { describeRule, resolveRule, type AccountingMode } from '../accounting.ts';
 import { isPostgresUrl, openStore } from '../store/open.ts';
-import { accountingOptions, CliError, dbOption } from './options.ts';
+import { accountingOptions, CliError, dbOption, envOption } from './options.ts';
+import { startProgress, type Progress } from './progress.ts';
 
 interface RebuildOptions {
   db: string;
+  json?: boolean;
   accounting?: AccountingMode;
   maxStep?: number;
 }
@@ -21,7 +22,8 @@ export function registerRebuild(program: Command): void {
       'recompute every aggregate from the stored events, beside the live totals, then swap them in at once ' +
         '(readers see the old or the new totals); a server running on the same file keeps taking events meanwhile',
     )
-    .addOption(dbOption());
+    .addOption(dbOption())
+    .addOption(envOption('--json', 'print the result as JSON; progress as plain lines'));
   for (const option of accountingOptions()) command.addOption(option);
   command.action(async (options: RebuildOptions) => {
     if (!isPostgresUrl(options.db) && !existsSync(options.db)) {
@@ -30,22 +32,26 @@ export function registerRebuild(program: Command): void {
     const store = await openStore(options.db, { busyTimeoutMs: WAIT_FOR_WRITER_MS });
     try {
       const rule = resolveRule(await store.settings(), options);
-      const bar = new cliProgress.SingleBar(
-        { stream: process.stderr, format: 'rebuild [{bar}] {percentage}% {value}/{total} events, eta {eta_formatted}' },
-        cliProgress.Presets.shades_classic,
-      );
+      let progress: Progress | undefined;
       const started = process.hrtime.bigint();
       const result = await store.rebuild(rule, ({ done, total }) => {
-        if (done === 0) bar.start(total, 0);
-        else bar.update(done);
+        progress ??= startProgress({
+          total,
+          json: options.json,
+          bar: 'rebuild [{bar}] {percentage}% {value}/{total} events, eta {eta_formatted}',
+          line: (value, all) => `rebuild: ${value} of ${all} events`,
+        });
+        progress.update(done);
       });
-      bar.stop();
+      progress?.stop();
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const rate = seconds > 0 ? Math.round(result.done / seconds) : result.done;
       const peakMb = Math.round(process.resourceUsage().maxRSS / 1024);
       process.stdout.write(
-        `rebuilt ${result.done} events under accounting ${describeRule(rule)} in ${seconds.toFixed(2)} s ` +
-          `(${rate} events/s, peak RSS ${peakMb} MB)\n`,
+        options.json
+          ? `${JSON.stringify({ events: result.done, ...rule, seconds, eventsPerSecond: rate, peakRssMb: peakMb }, null, 2)}\n`
+          : `rebuilt ${result.done} events under accounting ${describeRule(rule)} in ${seconds.toFixed(2)} s ` +
+              `(${rate} events/s, peak RSS ${peakMb} MB)\n`,
       );
     } finally {
       await store.close();
