@@ -8,6 +8,7 @@ import { after } from 'node:test';
 import Database from 'better-sqlite3';
 import { fileURLToPath } from 'node:url';
 import { silentLogger } from '../src/log.ts';
+import { checkAnswer } from './support/openapi-check.ts';
 import { SERVER_DEFAULTS, startServer, type RunningServer, type ServerConfig } from '../src/server.ts';
 
 export const BIN = fileURLToPath(new URL('../bin/watchtime', import.meta.url));
@@ -56,11 +57,14 @@ export interface Answer {
   body: any;
 }
 
+/** A request to the API; its answer must match the OpenAPI document (test/support/openapi-check.ts). */
 export async function request(url: string, init: RequestInit = {}): Promise<Answer> {
   const res = await fetch(url, init);
   const text = await res.text();
   const type = res.headers.get('content-type') ?? '';
-  return { status: res.status, headers: res.headers, body: type.includes('json') ? JSON.parse(text) : text };
+  const body = type.includes('json') ? JSON.parse(text) : text;
+  checkAnswer(init.method ?? 'GET', url, res.status, type, body);
+  return { status: res.status, headers: res.headers, body };
 }
 
 export function post(base: string, body: unknown, contentType = 'application/json', headers: Record<string, string> = {}) {

@@ -1,12 +1,16 @@
 // The HTTP API of SPEC section 3: routes, access checks and error answers.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createRequire } from 'node:module';
+import path from 'node:path';
 import polka, { type Request } from 'polka';
+import sirv from 'sirv';
 import { checkName, MAX_BATCH_EVENTS, validateBatch, type FieldError } from '../event.ts';
 import { FlushError, QueueClosedError, QueueFullError, type IngestQueue } from '../ingest/queue.ts';
 import { nothingFor, StoreBusyError, type ReceivedEvent, type Store } from '../store/store.ts';
 import type { Logger } from '../log.ts';
 import { routeOf, type Metrics } from '../metrics.ts';
 import { bearerCheck } from './auth.ts';
+import { openApiDocument, PROBLEM_TYPES } from './openapi.ts';
 import { bodyFormat, readBody, type BodyFormat } from './body.ts';
 import { badRequest, HttpProblem, notFound, sendJson, sendProblem, serviceUnavailable } from './problem.ts';
 
@@ -63,6 +67,37 @@ export function parseEvents(text: string, format: BodyFormat): { values: unknown
   throw badRequest('the body must be one event object or an array of events', [
     { pointer: '', message: 'body must be an object or an array' },
   ]);
+}
+
+/** Paths anyone may read, token or not: health, and the API's own description. */
+function isPublic(path: string): boolean {
+  return path === '/livez' || path === '/readyz' || path === '/openapi.json' || path === '/docs' ||
+    path.startsWith('/docs/') || path.startsWith('/problems/');
+}
+
+const SWAGGER_UI = path.dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
+
+const DOCS_PAGE = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>watchtime API</title><link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
+<body><div id="api"></div><script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({ url: '/openapi.json', dom_id: '#api', deepLinking: true });</script></body></html>
+`;
+
+const escapeHtml = (text: string) => text.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
+
+function problemPage(kind: string, { status, title, explanation }: { status: number; title: string; explanation: string }): string {
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${escapeHtml(title)}</title></head>
+<body><h1>${escapeHtml(title)}</h1><p>HTTP ${status}, <code>/problems/${escapeHtml(kind)}</code></p>
+<p>${escapeHtml(explanation)}</p><p><a href="/docs">The API reference</a></p></body></html>
+`;
+}
+
+function sendHtml(res: ServerResponse, html: string): void {
+  res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': Buffer.byteLength(html) });
+  res.end(html);
 }
 
 /** Each request's id, for its answer and its log line. */
@@ -174,10 +209,18 @@ export function createApp(options: AppOptions) {
     },
   });
 
+  /** Every route, as `METHOD /path/:param`: the OpenAPI test checks that the document has each one. */
+  const routes: string[] = [];
+  const on = (method: 'GET' | 'POST', path: string, handler: (req: Request, res: ServerResponse) => void | Promise<void>) => {
+    routes.push(`${method} ${path}`);
+    if (method === 'GET') app.get(path, handler);
+    else app.post(path, handler);
+  };
+
   /** What every request goes through before its route: the closing notice, and access. */
   const guard = (req: IncomingMessage, path: string, res: ServerResponse) => {
     if (isClosing()) res.setHeader('Connection', 'close');
-    if (path === '/livez' || path === '/readyz') return;
+    if (isPublic(path)) return;
     (req.method === 'POST' ? checkIngest : checkRead)?.(req);
   };
 
@@ -219,19 +262,33 @@ export function createApp(options: AppOptions) {
     sendJson(res, 200, result);
   };
 
-  app.post('/', ingest);
-  app.post('/events', ingest);
+  on('POST', '/', ingest);
+  on('POST', '/events', ingest);
 
-  app.get('/livez', (_req, res) => sendJson(res, 200, { status: 'live' }));
+  on('GET', '/livez', (_req, res) => sendJson(res, 200, { status: 'live' }));
 
-  app.get('/metrics', async (_req, res) => {
+  // The API's description and its reference page, served from this process: no CDN.
+  const document = JSON.stringify(openApiDocument());
+  on('GET', '/openapi.json', (_req, res) => {
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(document) });
+    res.end(document);
+  });
+  on('GET', '/docs', (_req, res) => sendHtml(res, DOCS_PAGE));
+  app.use('/docs/assets', sirv(SWAGGER_UI, { dev: false, etag: true, maxAge: 3600 }));
+  on('GET', '/problems/:kind', (req, res) => {
+    const found = PROBLEM_TYPES[req.params.kind];
+    if (!found) throw notFound(`no problem type ${JSON.stringify(req.params.kind)}`);
+    sendHtml(res, problemPage(req.params.kind, found));
+  });
+
+  on('GET', '/metrics', async (_req, res) => {
     if (!metrics) throw notFound('this server keeps no metrics');
     const text = await metrics.registry.metrics();
     res.writeHead(200, { 'Content-Type': metrics.registry.contentType, 'Content-Length': Buffer.byteLength(text) });
     res.end(text);
   });
 
-  app.get('/readyz', async (_req, res) => {
+  on('GET', '/readyz', async (_req, res) => {
     const reasons: string[] = [];
     let database = 'writable';
     try {
@@ -278,9 +335,9 @@ export function createApp(options: AppOptions) {
     sendLookup(res, kind, names, await lookups[kind].find(names));
   };
 
-  app.get('/movies/:slug/watch-time', lookupRoute('movie', ['slug']));
-  app.get('/users/:user/watch-time', lookupRoute('user', ['user']));
-  app.get('/users/:user/movies/:slug/latest-moment', lookupRoute('pair', ['user', 'slug']));
+  on('GET', '/movies/:slug/watch-time', lookupRoute('movie', ['slug']));
+  on('GET', '/users/:user/watch-time', lookupRoute('user', ['user']));
+  on('GET', '/users/:user/movies/:slug/latest-moment', lookupRoute('pair', ['user', 'slug']));
 
   /**
    * Players look up their resume point one request at a time, so these
@@ -308,7 +365,7 @@ export function createApp(options: AppOptions) {
     return true;
   };
 
-  app.get('/users/:user/movies', async (req, res) => {
+  on('GET', '/users/:user/movies', async (req, res) => {
     const user = nameParam(req, 'user');
     const { limit, offset } = pageParams(req);
     const page = await store.userMovies(user, limit, offset);
@@ -316,13 +373,13 @@ export function createApp(options: AppOptions) {
     sendJson(res, 200, { user, items: page.items, ...pageLinks(req, limit, offset, page.more) });
   });
 
-  app.get('/movies', async (req, res) => {
+  on('GET', '/movies', async (req, res) => {
     const { limit, offset } = pageParams(req);
     const page = await store.topMovies(limit, offset);
     sendJson(res, 200, { items: page.items, ...pageLinks(req, limit, offset, page.more) });
   });
 
-  return (req: IncomingMessage, res: ServerResponse) => {
+  const handle = (req: IncomingMessage, res: ServerResponse) => {
     const id = requestId(req.headers['x-request-id']);
     requestIds.set(req, id);
     res.setHeader('X-Request-Id', id);
@@ -346,4 +403,5 @@ export function createApp(options: AppOptions) {
     if (req.method === 'GET' && plainLookup(req, res)) return;
     app.handler(req as Request, res, undefined as never);
   };
+  return Object.assign(handle, { routes });
 }

@@ -2,6 +2,7 @@
 // answers may be promises so that a networked database can implement it too.
 import type { AccountingRule } from '../accounting.ts';
 import type { WatchEvent } from '../event.ts';
+import type { MovieTotals, PairTotals, UserMovie, UserTotals } from '../http/schemas.ts';
 
 export type Awaitable<T> = T | Promise<T>;
 
@@ -21,33 +22,8 @@ export interface ReceivedEvent extends WatchEvent {
   receivedAt: number;
 }
 
-export interface MovieTotals {
-  slug: string;
-  watchTime: number;
-  viewers: number;
-  events: number;
-  updatedAt: string;
-}
-
-export interface UserTotals {
-  user: string;
-  watchTime: number;
-  movies: number;
-  events: number;
-  updatedAt: string;
-}
-
-export interface UserMovie {
-  slug: string;
-  latestMoment: number;
-  watchTime: number;
-  events: number;
-  updatedAt: string;
-}
-
-export interface PairTotals extends UserMovie {
-  user: string;
-}
+// The answers' shapes are the API's schemas (src/http/schemas.ts).
+export type { MovieTotals, PairTotals, UserMovie, UserTotals };
 
 export interface Page<T> {
   items: T[];

@@ -1,0 +1,215 @@
+// The OpenAPI 3.1 description of the API, built from the very TypeBox schemas
+// the server validates with (src/event.ts) and answers with (schemas.ts), with
+// an example for each operation and each problem type.
+import { readFileSync } from 'node:fs';
+import type { TSchema } from 'typebox';
+import Type from 'typebox';
+import { MAX_BATCH_EVENTS, WatchEvent } from '../event.ts';
+import { IngestResult, Live, MoviesPage, MovieTotals, PairTotals, Problem, Ready, UserMoviesPage, UserTotals } from './schemas.ts';
+
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/** Every problem type the server answers with: `/problems/<kind>` explains it. */
+export const PROBLEM_TYPES: Record<string, { status: number; title: string; explanation: string }> = {
+  'invalid-event': { status: 400, title: 'Invalid event', explanation: 'An event breaks a rule of the event schema; `errors` names each field and rule. Nothing of the request was stored.' },
+  'invalid-body': { status: 400, title: 'Invalid body', explanation: 'The body is not JSON, or not UTF-8. Nothing was stored.' },
+  'invalid-request': { status: 400, title: 'Invalid request', explanation: 'An empty or over-long batch, an NDJSON line that is not JSON, a name in the path that breaks the rules, bad percent-encoding, or a bad query parameter.' },
+  unauthorized: { status: 401, title: 'Unauthorized', explanation: 'The server requires `Authorization: Bearer <token>` for this request, and it is missing or wrong.' },
+  'not-found': { status: 404, title: 'Not found', explanation: 'No events for this user, movie or pair; or no such route.' },
+  'method-not-allowed': { status: 405, title: 'Method not allowed', explanation: 'The ingest paths take POST only; `Allow` says so.' },
+  'body-too-large': { status: 413, title: 'Body too large', explanation: 'The body is larger than the server reads; it stops reading and closes the connection.' },
+  'unsupported-media-type': { status: 415, title: 'Unsupported media type', explanation: 'A Content-Type other than JSON or NDJSON, or a charset other than UTF-8. (No Content-Type at all is read as JSON.)' },
+  'queue-full': { status: 503, title: 'Ingest queue full', explanation: 'The server holds as many events as it may; retry after `Retry-After` seconds. Nothing of the request was stored.' },
+  'shutting-down': { status: 503, title: 'Shutting down', explanation: 'The server is stopping; retry on another server or later.' },
+  'storage-unavailable': { status: 503, title: 'Storage unavailable', explanation: 'The events could not be committed (a full disk, a database that is away). Retry with the same ids: nothing is counted twice.' },
+  'not-ready': { status: 503, title: 'Not ready', explanation: '/readyz: the server cannot take events now; the answer says why.' },
+  internal: { status: 500, title: 'Internal error', explanation: 'The server failed to answer; its log has the request id and the stack.' },
+};
+
+const plain = (schema: TSchema) => JSON.parse(JSON.stringify(schema)) as object;
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+
+/** The named schemas of the document, as TypeBox objects (tests validate examples and answers with them). */
+export const SCHEMAS: Record<string, TSchema> = {
+  WatchEvent,
+  WatchEventBatch: Type.Array(WatchEvent, { minItems: 1, maxItems: MAX_BATCH_EVENTS }),
+  IngestResult,
+  MovieTotals,
+  UserTotals,
+  PairTotals,
+  UserMoviesPage,
+  MoviesPage,
+  Live,
+  Ready,
+  Problem,
+};
+
+const now = '2026-11-25T21:04:05.123Z';
+const problemExample = (kind: string, detail: string, extra: object = {}) => ({
+  type: `/problems/${kind}`,
+  title: PROBLEM_TYPES[kind].title,
+  status: PROBLEM_TYPES[kind].status,
+  detail,
+  instance: 'k2x9f1-4c',
+  ...extra,
+});
+
+function problems(...kinds: string[]) {
+  const byStatus = new Map<number, string[]>();
+  for (const kind of kinds) byStatus.set(PROBLEM_TYPES[kind].status, [...(byStatus.get(PROBLEM_TYPES[kind].status) ?? []), kind]);
+  return Object.fromEntries(
+    [...byStatus].map(([status, list]) => [
+      String(status),
+      {
+        description: list.map((k) => PROBLEM_TYPES[k].title).join(', '),
+        content: {
+          'application/problem+json': {
+            schema: ref('Problem'),
+            examples: Object.fromEntries(list.map((k) => [k, { value: problemExample(k, PROBLEM_TYPES[k].explanation) }])),
+          },
+        },
+      },
+    ]),
+  );
+}
+
+const json = (schema: string, example: unknown, description: string) => ({
+  description,
+  content: { 'application/json': { schema: ref(schema), examples: { example: { value: example } } } },
+});
+
+const nameParameter = (name: 'user' | 'slug') => ({
+  name,
+  in: 'path',
+  required: true,
+  description: `${name === 'user' ? 'The user' : 'The movie'}, percent-encoded; compared byte for byte.`,
+  schema: plain(WatchEvent.properties[name]),
+  example: name === 'user' ? '3h2srcrl5ufy4' : '1dpi4qtavjwtr',
+});
+const pageParameters = [
+  { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 1000, default: 20 }, example: 20 },
+  { name: 'offset', in: 'query', schema: { type: 'integer', minimum: 0, default: 0 }, example: 0 },
+];
+
+const movieExample = { slug: '1dpi4qtavjwtr', watchTime: 98_120, viewers: 41, events: 9_870, updatedAt: now };
+const userExample = { user: '3h2srcrl5ufy4', watchTime: 12_400, movies: 3, events: 1_250, updatedAt: now };
+const userMovieExample = { slug: '1dpi4qtavjwtr', latestMoment: 4500, watchTime: 4210, events: 902, updatedAt: now };
+
+function ingestOperation(operationId: string, summary: string) {
+  const event = { user: '3h2srcrl5ufy4', slug: '1dpi4qtavjwtr', at: 4500 };
+  return {
+    operationId,
+    summary,
+    description:
+      'One event (a JSON object), a batch (a JSON array, or NDJSON: one object a line), at most ' +
+      `${MAX_BATCH_EVENTS} events. All or nothing: one invalid event refuses the request. Answered once the events ` +
+      'are committed to disk. An event with an `id` already stored is acknowledged as a duplicate and not applied again.',
+    security: [{}, { bearer: [] }],
+    requestBody: {
+      required: true,
+      content: {
+        'application/json': {
+          schema: { oneOf: [ref('WatchEvent'), ref('WatchEventBatch')] },
+          examples: { event: { value: event }, batch: { value: [{ ...event, id: 'e-1' }, { ...event, at: 4505, id: 'e-2' }] } },
+        },
+        'application/x-ndjson': { schema: { type: 'string' }, examples: { batch: { value: `${JSON.stringify(event)}\n` } } },
+      },
+    },
+    responses: {
+      200: json('IngestResult', { accepted: 2, duplicates: 0 }, 'Stored: how many events were applied, and how many were duplicates.'),
+      ...problems('invalid-event', 'invalid-body', 'invalid-request', 'unauthorized', 'body-too-large', 'unsupported-media-type',
+        'queue-full', 'shutting-down', 'storage-unavailable', 'internal'),
+    },
+  };
+}
+
+function lookup(operationId: string, summary: string, parameters: object[], schema: string, example: unknown, extra: object = {}) {
+  return {
+    operationId,
+    summary,
+    security: [{}, { bearer: [] }],
+    parameters,
+    responses: {
+      200: json(schema, example, summary),
+      ...problems('invalid-request', 'unauthorized', 'not-found', 'internal'),
+    },
+    ...extra,
+  };
+}
+
+export function openApiDocument() {
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'watchtime',
+      version: VERSION,
+      description:
+        'Ingests video watch-progress events and answers, at any moment, the watch time of each movie, of each ' +
+        'user, and the latest moment each user reached in each movie. Errors are RFC 9457 problem details; ' +
+        'every answer carries an X-Request-Id.',
+    },
+    paths: {
+      '/': { post: ingestOperation('ingestRoot', 'Send watch-progress events (the event generator posts here)') },
+      '/events': { post: ingestOperation('ingestEvents', 'Send watch-progress events') },
+      '/movies/{slug}/watch-time': {
+        get: lookup('movieWatchTime', "A movie's total watch time", [nameParameter('slug')], 'MovieTotals', movieExample),
+      },
+      '/users/{user}/watch-time': {
+        get: lookup('userWatchTime', "A user's total watch time across movies", [nameParameter('user')], 'UserTotals', userExample),
+      },
+      '/users/{user}/movies/{slug}/latest-moment': {
+        get: lookup('latestMoment', 'The latest moment a user reached in a movie: where to resume', [nameParameter('user'), nameParameter('slug')],
+          'PairTotals', { user: '3h2srcrl5ufy4', ...userMovieExample }),
+      },
+      '/users/{user}/movies': {
+        get: lookup('userMovies', "A user's movies, most recently watched first", [nameParameter('user'), ...pageParameters], 'UserMoviesPage',
+          { user: '3h2srcrl5ufy4', items: [userMovieExample], limit: 20, offset: 0, next: null }),
+      },
+      '/movies': {
+        get: lookup('topMovies', 'Movies by total watch time, largest first', pageParameters, 'MoviesPage',
+          { items: [movieExample], limit: 1, offset: 0, next: '/movies?limit=1&offset=1' }),
+      },
+      '/livez': { get: { operationId: 'livez', summary: 'The process is up', responses: { 200: json('Live', { status: 'live' }, 'Live') } } },
+      '/readyz': {
+        get: {
+          operationId: 'readyz',
+          summary: 'The server can take events now (for a load balancer)',
+          responses: {
+            200: json('Ready', { status: 'ready', queue: { depth: 0, capacity: 100_000 }, database: 'writable', accounting: { accounting: 'progress', maxStep: 120 } }, 'Ready'),
+            ...problems('not-ready'),
+          },
+        },
+      },
+      '/metrics': {
+        get: {
+          operationId: 'metrics',
+          summary: "Prometheus's text format",
+          security: [{}, { bearer: [] }],
+          responses: {
+            200: { description: 'Metrics', content: { 'text/plain': { schema: { type: 'string' }, examples: { metric: { value: 'watchtime_events_accepted_total 1250\n' } } } } },
+            ...problems('unauthorized'),
+          },
+        },
+      },
+      '/openapi.json': {
+        get: { operationId: 'openapi', summary: 'This document', responses: { 200: { description: 'OpenAPI 3.1', content: { 'application/json': { schema: { type: 'object' } } } } } },
+      },
+      '/docs': { get: { operationId: 'docs', summary: 'This document as a reference page', responses: { 200: { description: 'HTML', content: { 'text/html': { schema: { type: 'string' } } } } } } },
+      '/problems/{kind}': {
+        get: {
+          operationId: 'problemType',
+          summary: 'What a problem type means',
+          parameters: [{ name: 'kind', in: 'path', required: true, schema: { type: 'string', enum: Object.keys(PROBLEM_TYPES) }, example: 'invalid-event' }],
+          responses: {
+            200: { description: 'The explanation', content: { 'text/html': { schema: { type: 'string' } } } },
+            ...problems('not-found'),
+          },
+        },
+      },
+    },
+    components: {
+      schemas: Object.fromEntries(Object.entries(SCHEMAS).map(([name, schema]) => [name, plain(schema)])),
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'Only when the server is started with --ingest-token or --read-token.' } },
+    },
+  };
+}

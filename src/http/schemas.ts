@@ -1,0 +1,76 @@
+// What the API answers, as TypeBox schemas: the store's types are derived
+// from them, and the OpenAPI document (openapi.ts) publishes them as they are.
+import Type, { type Static } from 'typebox';
+import { MovieSlug, UserName } from '../event.ts';
+
+const count = (description: string) => Type.Integer({ minimum: 0, description });
+const updatedAt = Type.String({ format: 'date-time', description: 'When the latest event of these totals was received (UTC).' });
+
+export const MovieTotals = Type.Object({
+  slug: MovieSlug,
+  watchTime: count('Seconds watched, all users together.'),
+  viewers: count('Users with at least one event for the movie.'),
+  events: count('Events applied.'),
+  updatedAt,
+}, { additionalProperties: false });
+
+export const UserTotals = Type.Object({
+  user: UserName,
+  watchTime: count('Seconds watched, all movies together.'),
+  movies: count('Movies with at least one event from the user.'),
+  events: count('Events applied.'),
+  updatedAt,
+}, { additionalProperties: false });
+
+const userMovieFields = {
+  slug: MovieSlug,
+  latestMoment: count('The `at` of the pair\'s latest event: where to resume.'),
+  watchTime: count('Seconds of the movie the user watched.'),
+  events: count('Events applied.'),
+  updatedAt,
+};
+export const UserMovie = Type.Object(userMovieFields, { additionalProperties: false });
+export const PairTotals = Type.Object({ user: UserName, ...userMovieFields }, { additionalProperties: false });
+
+const pageFields = {
+  limit: Type.Integer({ minimum: 1 }),
+  offset: Type.Integer({ minimum: 0 }),
+  next: Type.Union([Type.String(), Type.Null()], { description: 'The next page, or null on the last.' }),
+};
+export const UserMoviesPage = Type.Object({ user: UserName, items: Type.Array(UserMovie), ...pageFields }, { additionalProperties: false });
+export const MoviesPage = Type.Object({ items: Type.Array(MovieTotals), ...pageFields }, { additionalProperties: false });
+
+export const IngestResult = Type.Object({
+  accepted: count('Events stored and applied.'),
+  duplicates: count('Events whose id was already stored: acknowledged, not applied again.'),
+}, { additionalProperties: false });
+
+const AccountingRule = Type.Object({
+  accounting: Type.Union([Type.Literal('progress'), Type.Literal('sum')]),
+  maxStep: Type.Integer({ minimum: 1 }),
+});
+const QueueState = Type.Object({ depth: count('Events queued.'), capacity: count('Most events queued.') });
+
+export const Live = Type.Object({ status: Type.Literal('live') });
+export const Ready = Type.Object({
+  status: Type.Literal('ready'),
+  queue: QueueState,
+  database: Type.String(),
+  accounting: AccountingRule,
+});
+
+export const Problem = Type.Object({
+  type: Type.String({ description: 'A URI reference, /problems/<kind>, that explains the problem.' }),
+  title: Type.String(),
+  status: Type.Integer({ minimum: 400, maximum: 599 }),
+  detail: Type.String(),
+  instance: Type.Optional(Type.String({ description: 'The request id, as in the X-Request-Id header and the log.' })),
+  errors: Type.Optional(
+    Type.Array(Type.Object({ pointer: Type.String({ description: 'JSON Pointer into the body or the path.' }), message: Type.String() })),
+  ),
+}, { description: 'RFC 9457 problem details; /readyz adds queue, database and accounting.' });
+
+export type MovieTotals = Static<typeof MovieTotals>;
+export type UserTotals = Static<typeof UserTotals>;
+export type UserMovie = Static<typeof UserMovie>;
+export type PairTotals = Static<typeof PairTotals>;
