@@ -21,6 +21,7 @@ COPY package.json ./
 COPY --from=build /app/dist ./dist
 COPY bin ./bin
 COPY sql ./sql
+COPY src/web ./src/web
 RUN mkdir /data && chown node:node /data
 USER node
 VOLUME /data

@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import polka, { type Request } from 'polka';
+import { fileURLToPath } from 'node:url';
 import sirv from 'sirv';
 import { checkName, MAX_BATCH_EVENTS, validateBatch, type FieldError } from '../event.ts';
 import { FlushError, QueueClosedError, QueueFullError, type IngestQueue } from '../ingest/queue.ts';
@@ -70,12 +71,15 @@ export function parseEvents(text: string, format: BodyFormat): { values: unknown
 }
 
 /** Paths anyone may read, token or not: health, and the API's own description. */
-function isPublic(path: string): boolean {
+function isPublic(method: string | undefined, path: string): boolean {
   return path === '/livez' || path === '/readyz' || path === '/openapi.json' || path === '/docs' ||
-    path.startsWith('/docs/') || path.startsWith('/problems/');
+    path.startsWith('/docs/') || path.startsWith('/problems/') || path.startsWith('/dashboard/') || (path === '/' && method === 'GET');
 }
 
 const SWAGGER_UI = path.dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
+const UPLOT = path.join(path.dirname(createRequire(import.meta.url).resolve('uplot/package.json')), 'dist');
+/** The dashboard's files, next to the compiled code's source (dist/http -> src/web). */
+const DASHBOARD = fileURLToPath(new URL('../../src/web/', import.meta.url));
 
 const DOCS_PAGE = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -220,7 +224,7 @@ export function createApp(options: AppOptions) {
   /** What every request goes through before its route: the closing notice, and access. */
   const guard = (req: IncomingMessage, path: string, res: ServerResponse) => {
     if (isClosing()) res.setHeader('Connection', 'close');
-    if (isPublic(path)) return;
+    if (isPublic(req.method, path)) return;
     (req.method === 'POST' ? checkIngest : checkRead)?.(req);
   };
 
@@ -266,6 +270,28 @@ export function createApp(options: AppOptions) {
   on('POST', '/events', ingest);
 
   on('GET', '/livez', (_req, res) => sendJson(res, 200, { status: 'live' }));
+
+  // The dashboard: GET / from a browser (POST / stays ingest), its files and uPlot's, and what it polls.
+  on('GET', '/', (req, res) => {
+    if (!/text\/html/.test(req.headers.accept ?? '')) {
+      throw new HttpProblem(406, 'not-acceptable', 'Not acceptable', 'GET / is the dashboard, for a browser (Accept: text/html); POST / takes events');
+    }
+    res.writeHead(302, { Location: '/dashboard/' });
+    res.end();
+  });
+  app.use('/dashboard/uplot', sirv(UPLOT, { dev: false, etag: true, maxAge: 3600 }));
+  app.use('/dashboard', sirv(DASHBOARD, { dev: false, etag: true }));
+  on('GET', '/stats', async (_req, res) => {
+    const stats = queue.stats();
+    sendJson(res, 200, {
+      eventsStored: await store.eventsStored(),
+      eventsCommitted: stats.committedEvents,
+      duplicates: stats.duplicateEvents,
+      queue: { depth: stats.depth, capacity: queue.capacity },
+      accounting: await store.settings(),
+      time: new Date().toISOString(),
+    });
+  });
 
   // The API's description and its reference page, served from this process: no CDN.
   const document = JSON.stringify(openApiDocument());

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import type { TSchema } from 'typebox';
 import Type from 'typebox';
 import { MAX_BATCH_EVENTS, WatchEvent } from '../event.ts';
-import { IngestResult, Live, MoviesPage, MovieTotals, PairTotals, Problem, Ready, UserMoviesPage, UserTotals } from './schemas.ts';
+import { IngestResult, Live, MoviesPage, MovieTotals, PairTotals, Problem, Ready, Stats, UserMoviesPage, UserTotals } from './schemas.ts';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -16,6 +16,7 @@ export const PROBLEM_TYPES: Record<string, { status: number; title: string; expl
   'invalid-request': { status: 400, title: 'Invalid request', explanation: 'An empty or over-long batch, an NDJSON line that is not JSON, a name in the path that breaks the rules, bad percent-encoding, or a bad query parameter.' },
   unauthorized: { status: 401, title: 'Unauthorized', explanation: 'The server requires `Authorization: Bearer <token>` for this request, and it is missing or wrong.' },
   'not-found': { status: 404, title: 'Not found', explanation: 'No events for this user, movie or pair; or no such route.' },
+  'not-acceptable': { status: 406, title: 'Not acceptable', explanation: 'GET / is the dashboard, for a browser (Accept: text/html); events go to POST /.' },
   'method-not-allowed': { status: 405, title: 'Method not allowed', explanation: 'The ingest paths take POST only; `Allow` says so.' },
   'body-too-large': { status: 413, title: 'Body too large', explanation: 'The body is larger than the server reads; it stops reading and closes the connection.' },
   'unsupported-media-type': { status: 415, title: 'Unsupported media type', explanation: 'A Content-Type other than JSON or NDJSON, or a charset other than UTF-8. (No Content-Type at all is read as JSON.)' },
@@ -41,6 +42,7 @@ export const SCHEMAS: Record<string, TSchema> = {
   MoviesPage,
   Live,
   Ready,
+  Stats,
   Problem,
 };
 
@@ -149,7 +151,26 @@ export function openApiDocument() {
         'every answer carries an X-Request-Id.',
     },
     paths: {
-      '/': { post: ingestOperation('ingestRoot', 'Send watch-progress events (the event generator posts here)') },
+      '/': {
+        post: ingestOperation('ingestRoot', 'Send watch-progress events (the event generator posts here)'),
+        get: {
+          operationId: 'dashboard',
+          summary: 'The dashboard, for a browser: redirects to /dashboard/',
+          responses: { 302: { description: 'To /dashboard/' }, ...problems('not-acceptable') },
+        },
+      },
+      '/stats': {
+        get: {
+          operationId: 'stats',
+          summary: "What the dashboard polls: events stored, this server's commits, queue, rule",
+          security: [{}, { bearer: [] }],
+          responses: {
+            200: json('Stats', { eventsStored: 125_000, eventsCommitted: 9_870, duplicates: 3, queue: { depth: 0, capacity: 100_000 },
+              accounting: { accounting: 'progress', maxStep: 120 }, time: now }, 'Counters'),
+            ...problems('unauthorized', 'internal'),
+          },
+        },
+      },
       '/events': { post: ingestOperation('ingestEvents', 'Send watch-progress events') },
       '/movies/{slug}/watch-time': {
         get: lookup('movieWatchTime', "A movie's total watch time", [nameParameter('slug')], 'MovieTotals', movieExample),

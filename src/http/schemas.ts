@@ -59,6 +59,15 @@ export const Ready = Type.Object({
   accounting: AccountingRule,
 });
 
+export const Stats = Type.Object({
+  eventsStored: count('Events in the database, all time, from every server.'),
+  eventsCommitted: count('Events this server committed since it started.'),
+  duplicates: count('Duplicates this server acknowledged since it started.'),
+  queue: QueueState,
+  accounting: Type.Optional(AccountingRule),
+  time: Type.String({ format: 'date-time' }),
+});
+
 export const Problem = Type.Object({
   type: Type.String({ description: 'A URI reference, /problems/<kind>, that explains the problem.' }),
   title: Type.String(),

@@ -284,6 +284,10 @@ export class SqliteStore implements Store {
     whenBusy(() => this.probe.immediate());
   }
 
+  eventsStored(): number {
+    return this.q.lastSeq.get() as number;
+  }
+
   sizeBytes(): number {
     const size = (suffix: string) => statSync(`${this.file}${suffix}`, { throwIfNoEntry: false })?.size ?? 0;
     return size('') + size('-wal');

@@ -56,6 +56,8 @@ export interface Store {
   rebuild(rule: AccountingRule, onProgress?: (progress: RebuildProgress) => void): Awaitable<RebuildProgress>;
   /** Throws when the database cannot take a write now. */
   probeWritable(): Awaitable<void>;
+  /** Events stored, all time. */
+  eventsStored(): Awaitable<number>;
   /** Bytes the database takes. */
   sizeBytes(): Awaitable<number>;
   /** Folds a write-ahead log back into the database, where there is one to fold (SQLite). */
