@@ -104,17 +104,23 @@ function sendHtml(res: ServerResponse, html: string): void {
   res.end(html);
 }
 
-/** Each request's id, for its answer and its log line. */
-const requestIds = new WeakMap<IncomingMessage, string>();
 const bootId = Math.random().toString(36).slice(2, 8);
 let requestCount = 0;
 
 /**
- * The client's X-Request-Id when it sends a usable one (letters, digits,
- * `.`, `_`, `-`, at most 128), so that its logs and ours meet; else one of ours.
+ * A problem answer's request id: the client's X-Request-Id when it sends a
+ * usable one (letters, digits, `.`, `_`, `-`, at most 128), so that its logs
+ * and ours meet; else one of ours. Made only for problems: an answer that
+ * succeeds pays nothing for it.
  */
-function requestId(given: string | string[] | undefined): string {
-  if (typeof given === 'string' && /^[\w.-]{1,128}$/.test(given)) return given;
+function requestId(req: IncomingMessage, res: ServerResponse): string {
+  const given = req.headers['x-request-id'];
+  const id = typeof given === 'string' && /^[\w.-]{1,128}$/.test(given) ? given : nextRequestId();
+  if (!res.headersSent) res.setHeader('X-Request-Id', id);
+  return id;
+}
+
+function nextRequestId(): string {
   requestCount += 1;
   return `${bootId}-${requestCount.toString(36)}`;
 }
@@ -183,7 +189,7 @@ export function createApp(options: AppOptions) {
     const problem = toProblem(error);
     if (req.method === 'POST' && INGEST_PATHS.has(routeOf(req.url ?? ''))) metrics?.refused(problem.kind);
     // A lookup of a name with no events is an answer, not a refusal: no log line.
-    if (problem.kind === 'not-found') sendProblem(res, problem, requestIds.get(req));
+    if (problem.kind === 'not-found') sendProblem(res, problem, requestId(req, res));
     else answerProblem(req, res, problem, problem.kind === 'internal' ? error : undefined);
   };
 
@@ -192,7 +198,7 @@ export function createApp(options: AppOptions) {
    * an error for a fault of the server, a warning for a refused request.
    */
   const answerProblem = (req: IncomingMessage, res: ServerResponse, problem: HttpProblem, fault?: unknown) => {
-    const id = requestIds.get(req);
+    const id = requestId(req, res);
     const fields = { reqId: id, method: req.method, url: req.url, status: problem.status, type: problem.kind, detail: problem.detail };
     if (fault !== undefined) log.error({ ...fields, err: fault }, 'request failed');
     else log.warn(fields, 'request refused');
@@ -309,7 +315,7 @@ export function createApp(options: AppOptions) {
 
   on('GET', '/metrics', async (_req, res) => {
     if (!metrics) throw notFound('this server keeps no metrics');
-    const text = await metrics.registry.metrics();
+    const text = await metrics.text();
     res.writeHead(200, { 'Content-Type': metrics.registry.contentType, 'Content-Length': Buffer.byteLength(text) });
     res.end(text);
   });
@@ -406,9 +412,6 @@ export function createApp(options: AppOptions) {
   });
 
   const handle = (req: IncomingMessage, res: ServerResponse) => {
-    const id = requestId(req.headers['x-request-id']);
-    requestIds.set(req, id);
-    res.setHeader('X-Request-Id', id);
     if (metrics) {
       const started = process.hrtime.bigint();
       res.once('finish', () =>
