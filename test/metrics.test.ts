@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { cleanupAfter, get, post, request, serve, tempDir } from './helpers.ts';
+import { needDebianCommand } from './support/debian.ts';
 
 /** The value of one sample line, e.g. `watchtime_events_accepted_total` or `name{label="x"}`. */
 function sample(text: string, series: string): number | undefined {
@@ -41,9 +42,7 @@ describe('metrics', () => {
     assert.ok(sample(text, 'watchtime_http_request_duration_seconds_count{route="/events",method="POST"}')! >= 4);
     assert.ok(sample(text, 'process_resident_memory_bytes')! > 0, "Node's process metrics are there too");
 
-    if (spawnSync('promtool', ['--version']).error) {
-      assert.fail('this test needs promtool: apt-get install prometheus');
-    }
+    needDebianCommand('promtool', 'prometheus');
     // Only our families: prom-client's own nodejs_active_*_total gauges break a rule that is theirs to fix.
     const ours = text.split('\n').filter((l) => /^(# (HELP|TYPE) )?watchtime_/.test(l)).join('\n') + '\n';
     const lint = spawnSync('promtool', ['check', 'metrics'], { input: ours, encoding: 'utf8' });

@@ -1,13 +1,16 @@
 // One place that turns --db into a store: a postgres:// or postgresql:// URL
 // is PostgreSQL, anything else a SQLite file.
-import { PostgresStore, isPostgresUrl } from './postgres.ts';
 import { SqliteStore, type SqliteOptions } from './sqlite.ts';
 import type { Store } from './store.ts';
 
-export { isPostgresUrl };
+export const isPostgresUrl = (db: string) => /^postgres(ql)?:\/\//i.test(db);
 
 export async function openStore(db: string, options: SqliteOptions = {}): Promise<Store> {
-  if (isPostgresUrl(db)) return PostgresStore.open(db, { readonly: options.readonly });
+  if (isPostgresUrl(db)) {
+    // Loaded only when asked for: the SQLite server and CLI neither wait for pg nor hold it in memory.
+    const { PostgresStore } = await import('./postgres.ts');
+    return PostgresStore.open(db, { readonly: options.readonly });
+  }
   return new SqliteStore(db, options);
 }
 

@@ -21,8 +21,6 @@ import {
   type UserTotals,
 } from './store.ts';
 
-export const isPostgresUrl = (db: string) => /^postgres(ql)?:\/\//i.test(db);
-
 const QUERY_NAMES = [
   'readSettings', 'writeSettings', 'knownClientIds', 'addUsers', 'userIds', 'addMovies', 'movieIds', 'addPairs',
   'lockPairs', 'takeSeqs', 'writeBatch', 'movie', 'user', 'pair', 'userMovies', 'userId', 'topMovies',
