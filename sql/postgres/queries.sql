@@ -4,6 +4,10 @@
 -- name: readSettings
 SELECT accounting, max_step AS "maxStep" FROM settings WHERE id = 1;
 
+-- name: readSettingsForShare
+-- At the start of a batch: a rebuild's swap (FOR UPDATE) waits for running batches and holds new ones back.
+SELECT accounting, max_step AS "maxStep" FROM settings WHERE id = 1 FOR SHARE;
+
 -- name: writeSettings
 INSERT INTO settings (id, accounting, max_step) VALUES (1, $1, $2)
 ON CONFLICT (id) DO UPDATE SET accounting = excluded.accounting, max_step = excluded.max_step;

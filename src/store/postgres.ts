@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { LRUCache } from 'lru-cache';
 import pg from 'pg';
 import type { AccountingRule } from '../accounting.ts';
+import { page, withIsoTime, type Row } from './rows.ts';
 import { migrations, namedQueries } from './sql-files.ts';
 import { advance, pairKey, Tally, type PairRow, type TotalDelta } from './tally.ts';
 import {
@@ -22,7 +23,7 @@ import {
 } from './store.ts';
 
 const QUERY_NAMES = [
-  'readSettings', 'writeSettings', 'knownClientIds', 'addUsers', 'userIds', 'addMovies', 'movieIds', 'addPairs',
+  'readSettings', 'readSettingsForShare', 'writeSettings', 'knownClientIds', 'addUsers', 'userIds', 'addMovies', 'movieIds', 'addPairs',
   'lockPairs', 'takeSeqs', 'writeBatch', 'movie', 'user', 'pair', 'userMovies', 'userId', 'topMovies',
 ] as const;
 type QueryName = (typeof QUERY_NAMES)[number];
@@ -63,10 +64,6 @@ function retryable(error: unknown): boolean {
     /Connection terminated|connection timeout/i.test((error as Error).message ?? '')
   );
 }
-
-type Row<T> = Omit<T, 'updatedAt'> & { updatedAt: number };
-const withIsoTime = <T extends { updatedAt: string }>(row: Row<T>): T =>
-  ({ ...row, updatedAt: new Date(row.updatedAt).toISOString() }) as T;
 
 export class PostgresStore implements Store {
   private readonly knownUserIds = new LRUCache<string, number>({ max: NAME_IDS });
@@ -184,8 +181,7 @@ export class PostgresStore implements Store {
     const ms = sorted.map((p) => p[1]);
 
     await this.transaction(async (client) => {
-      // FOR SHARE: a rebuild's swap (FOR UPDATE) waits for running batches and holds new ones back.
-      const rule = (await client.query<AccountingRule>(`${Q.readSettings.replace(/;$/, '')} FOR SHARE`)).rows[0];
+      const rule = (await client.query<AccountingRule>(Q.readSettingsForShare)).rows[0];
       if (rule === undefined) throw new Error('the database has no accounting settings');
       await client.query(Q.addPairs, [us, ms]);
       const locked = new Map<string, PairRow>();
@@ -378,8 +374,4 @@ function deltaColumns(deltas: Map<number, TotalDelta>): unknown[] {
   const rows = [...deltas].sort((a, b) => a[0] - b[0]);
   return [rows.map(([id]) => id), rows.map(([, d]) => d.watched), rows.map(([, d]) => d.pairs),
     rows.map(([, d]) => d.events), rows.map(([, d]) => d.lastSeq), rows.map(([, d]) => d.updatedAt)];
-}
-
-function page<T extends { updatedAt: string }>(rows: Row<T>[], limit: number): Page<T> {
-  return { items: rows.slice(0, limit).map(withIsoTime<T>), more: rows.length > limit };
 }

@@ -5,6 +5,7 @@ import Database from 'better-sqlite3';
 import { LRUCache } from 'lru-cache';
 import type { AccountingRule } from '../accounting.ts';
 import { pairAnswerKey, ReadCache, UNKNOWN } from './read-cache.ts';
+import { page, withIsoTime, type Row } from './rows.ts';
 import { rebuildOnline } from './sqlite-rebuild.ts';
 import { migrations, namedQueries } from './sql-files.ts';
 import { pairKey, Tally, writeTally, type PairRow } from './tally.ts';
@@ -56,13 +57,7 @@ export interface SqliteOptions {
   syncInBackground?: boolean;
 }
 
-type Row<T> = Omit<T, 'updatedAt'> & { updatedAt: number };
-
 const latestVersion = (steps: { version: number }[]) => steps.at(-1)?.version ?? 0;
-
-function withIsoTime<T extends { updatedAt: string }>(row: Row<T>): T {
-  return { ...row, updatedAt: new Date(row.updatedAt).toISOString() } as T;
-}
 
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
@@ -343,8 +338,4 @@ function idOf(
 function one<T extends { updatedAt: string }>(statement: Database.Statement, ...params: string[]): T | undefined {
   const row = statement.get(...params) as Row<T> | undefined;
   return row && withIsoTime(row);
-}
-
-function page<T extends { updatedAt: string }>(rows: Row<T>[], limit: number): Page<T> {
-  return { items: rows.slice(0, limit).map(withIsoTime<T>), more: rows.length > limit };
 }
