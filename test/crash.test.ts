@@ -2,23 +2,13 @@
 // totals equal a rebuild from the events, and retries count nothing twice.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import net from 'node:net';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
-import { BIN, cleanupAfter, cli, serverProcess, snapshot, tempDir } from './helpers.ts';
+import { BIN, cleanupAfter, cli, freePort, serverProcess, snapshot, tempDir } from './helpers.ts';
 
 const KILLS = Number(process.env.CRASH_KILLS ?? 3);
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const probe = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 describe('crash safety', () => {
   test(`SIGKILL at random moments under load, ${KILLS} times`, { timeout: 180_000 }, async (t) => {

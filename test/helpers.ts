@@ -2,6 +2,7 @@
 // the CLI as a child process.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after } from 'node:test';
@@ -136,4 +137,14 @@ export function childServer(command: string, args: string[], env: Record<string,
     child.on('exit', () => reject(new Error(`server exited early: ${stderr}`)));
   });
   return { child, listening, exited, stderr: () => stderr };
+}
+
+/** A port nothing listens on now, for a server that must keep its port across restarts. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const probe = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
 }

@@ -3,11 +3,10 @@
 // each refused request carrying the request id of its answer, none for
 // accepted events; --log-level.
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { cleanupAfter, get, post, serverProcess, tempDir } from './helpers.ts';
+import { cleanupAfter, freePort, get, post, serverProcess, tempDir } from './helpers.ts';
 
 const lines = (stderr: string) =>
   stderr
@@ -55,12 +54,7 @@ describe('logs', () => {
 
   test('--log-level warn leaves out the start line, and keeps the refusals', async (t) => {
     const cleanup = cleanupAfter(t);
-    const port = await new Promise<number>((resolve) => {
-      const probe = net.createServer().listen(0, '127.0.0.1', () => {
-        const { port } = probe.address() as net.AddressInfo;
-        probe.close(() => resolve(port));
-      });
-    });
+    const port = await freePort();
     const server = serverProcess(['--db', path.join(tempDir(cleanup), 'w.db'), '--log-level', 'warn', '--port', String(port)]);
     cleanup(() => server.child.kill('SIGKILL'));
     server.listening.catch(() => undefined); // never says so at this level

