@@ -9,7 +9,7 @@ import { checkName, MAX_BATCH_EVENTS, validateBatch, type FieldError } from '../
 import { FlushError, QueueClosedError, QueueFullError, type IngestQueue } from '../ingest/queue.ts';
 import { nothingFor, StoreBusyError, type ReceivedEvent, type Store } from '../store/store.ts';
 import type { Logger } from '../log.ts';
-import { routeOf, type Metrics } from '../metrics.ts';
+import { LOOKUP_ROUTES, routeOf, type Metrics } from '../metrics.ts';
 import { bearerCheck } from './auth.ts';
 import { openApiDocument, PROBLEM_TYPES } from './openapi.ts';
 import { bodyFormat, readBody, type BodyFormat } from './body.ts';
@@ -113,11 +113,18 @@ let requestCount = 0;
  * and ours meet; else one of ours. Made only for problems: an answer that
  * succeeds pays nothing for it.
  */
-function requestId(req: IncomingMessage, res: ServerResponse): string {
-  const given = req.headers['x-request-id'];
-  const id = typeof given === 'string' && /^[\w.-]{1,128}$/.test(given) ? given : nextRequestId();
-  if (!res.headersSent) res.setHeader('X-Request-Id', id);
-  return id;
+function requestId(req: IncomingMessage): string {
+  const given = rawHeader(req, 'x-request-id');
+  return given !== undefined && /^[\w.-]{1,128}$/.test(given) ? given : nextRequestId();
+}
+
+/** A header's first value, from the raw list: req.headers would build an object of them all. */
+function rawHeader(req: IncomingMessage, lowerCaseName: string): string | undefined {
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length === lowerCaseName.length && raw[i].toLowerCase() === lowerCaseName) return raw[i + 1];
+  }
+  return undefined;
 }
 
 function nextRequestId(): string {
@@ -189,7 +196,7 @@ export function createApp(options: AppOptions) {
     const problem = toProblem(error);
     if (req.method === 'POST' && INGEST_PATHS.has(routeOf(req.url ?? ''))) metrics?.refused(problem.kind);
     // A lookup of a name with no events is an answer, not a refusal: no log line.
-    if (problem.kind === 'not-found') sendProblem(res, problem, requestId(req, res));
+    if (problem.kind === 'not-found') sendProblem(res, problem, requestId(req));
     else answerProblem(req, res, problem, problem.kind === 'internal' ? error : undefined);
   };
 
@@ -198,7 +205,7 @@ export function createApp(options: AppOptions) {
    * an error for a fault of the server, a warning for a refused request.
    */
   const answerProblem = (req: IncomingMessage, res: ServerResponse, problem: HttpProblem, fault?: unknown) => {
-    const id = requestId(req, res);
+    const id = requestId(req);
     const fields = { reqId: id, method: req.method, url: req.url, status: problem.status, type: problem.kind, detail: problem.detail };
     if (fault !== undefined) log.error({ ...fields, err: fault }, 'request failed');
     else log.warn(fields, 'request refused');
@@ -358,13 +365,14 @@ export function createApp(options: AppOptions) {
     },
   };
   type Lookup = keyof typeof lookups;
-  const sendLookup = (res: ServerResponse, kind: Lookup, names: string[], found: object | undefined) => {
-    if (!found) throw notFound(lookups[kind].missing(names));
-    sendJson(res, 200, found);
+  /** A lookup's answer; a name with no events is an answer too (404), made without an Error and not logged. */
+  const sendLookup = (req: IncomingMessage, res: ServerResponse, kind: Lookup, names: string[], found: object | undefined) => {
+    if (found) sendJson(res, 200, found);
+    else sendProblem(res, { status: 404, kind: 'not-found', title: 'Not found', detail: lookups[kind].missing(names) }, requestId(req));
   };
   const lookupRoute = (kind: Lookup, fields: ('user' | 'slug')[]) => async (req: Request, res: ServerResponse) => {
     const names = fields.map((field) => nameParam(req, field));
-    sendLookup(res, kind, names, await lookups[kind].find(names));
+    sendLookup(req, res, kind, names, await lookups[kind].find(names));
   };
 
   on('GET', '/movies/:slug/watch-time', lookupRoute('movie', ['slug']));
@@ -375,26 +383,26 @@ export function createApp(options: AppOptions) {
    * Players look up their resume point one request at a time, so these
    * lookups skip polka's routing when the path is plain (no query, no
    * trailing slash) and its names decode and pass the rules. Anything else
-   * returns false and takes the ordinary routes, which answer it the same
-   * way and give every invalid path its full answer.
+   * returns undefined and takes the ordinary routes, which answer it the same
+   * way and give every invalid path its full answer. Returns the route taken.
    */
-  const plainLookup = (req: IncomingMessage, res: ServerResponse): boolean => {
+  const plainLookup = (req: IncomingMessage, res: ServerResponse): string | undefined => {
     const match = LOOKUP_PATH.exec(req.url ?? '');
-    if (!match) return false;
+    if (!match) return undefined;
     const [, movieSlug, user, pairSlug] = match;
     const kind: Lookup = movieSlug !== undefined ? 'movie' : pairSlug !== undefined ? 'pair' : 'user';
     const names = (kind === 'movie' ? [movieSlug] : kind === 'user' ? [user] : [user, pairSlug]).map(plainName);
-    if (names.includes(undefined)) return false;
+    if (names.includes(undefined)) return undefined;
     const fail = (error: unknown) => onError(error, req, res);
     try {
       guard(req, req.url!, res);
       const found = lookups[kind].find(names as string[]);
-      if (found instanceof Promise) found.then((f) => sendLookup(res, kind, names as string[], f)).catch(fail);
-      else sendLookup(res, kind, names as string[], found);
+      if (found instanceof Promise) found.then((f) => sendLookup(req, res, kind, names as string[], f)).catch(fail);
+      else sendLookup(req, res, kind, names as string[], found);
     } catch (error) {
       fail(error);
     }
-    return true;
+    return LOOKUP_ROUTES[kind];
   };
 
   on('GET', '/users/:user/movies', async (req, res) => {
@@ -411,13 +419,17 @@ export function createApp(options: AppOptions) {
     sendJson(res, 200, { items: page.items, ...pageLinks(req, limit, offset, page.more) });
   });
 
+  /** Counts the answer in the metrics: now if it has been written (a kept lookup), else once it is. */
+  const observe = (req: IncomingMessage, res: ServerResponse, started: number, route?: string) => {
+    if (!metrics) return;
+    const record = () =>
+      metrics.answered(route ?? routeOf(req.url ?? ''), req.method ?? '', res.statusCode, (performance.now() - started) / 1000);
+    if (res.writableEnded) record();
+    else res.once('finish', record);
+  };
+
   const handle = (req: IncomingMessage, res: ServerResponse) => {
-    if (metrics) {
-      const started = process.hrtime.bigint();
-      res.once('finish', () =>
-        metrics.answered(routeOf(req.url ?? ''), req.method ?? '', res.statusCode, Number(process.hrtime.bigint() - started) / 1e9),
-      );
-    }
+    const started = metrics ? performance.now() : 0;
     // Ingest skips polka's routing too: its paths have no parameters, and nothing but its handler can answer them.
     if (req.method === 'POST' && INGEST_PATHS.has(req.url ?? '')) {
       const fail = (error: unknown) => onError(error, req, res);
@@ -427,10 +439,12 @@ export function createApp(options: AppOptions) {
       } catch (error) {
         fail(error);
       }
+      observe(req, res, started, req.url);
       return;
     }
-    if (req.method === 'GET' && plainLookup(req, res)) return;
-    app.handler(req as Request, res, undefined as never);
+    const route = req.method === 'GET' ? plainLookup(req, res) : undefined;
+    if (route === undefined) app.handler(req as Request, res, undefined as never);
+    observe(req, res, started, route);
   };
   return Object.assign(handle, { routes });
 }

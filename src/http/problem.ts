@@ -32,23 +32,39 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, con
   res.end(text);
 }
 
-/** `instance` is the request's id, also in the X-Request-Id header and in the log line. */
-export function sendProblem(res: ServerResponse, problem: HttpProblem, instance?: string): void {
+/** What a problem answer says: an HttpProblem, or a plain object where an Error would cost more than the answer. */
+export interface Problem {
+  status: number;
+  kind: string;
+  title: string;
+  detail: string;
+  options?: ProblemOptions;
+}
+
+/** `instance` is the request's id, also sent as the X-Request-Id header and written in the log line. */
+export function sendProblem(res: ServerResponse, problem: Problem, instance?: string): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  for (const [name, value] of Object.entries(problem.options.headers ?? {})) res.setHeader(name, value);
+  const { errors, headers, extra } = problem.options ?? {};
   const body: Record<string, unknown> = {
     type: `/problems/${problem.kind}`,
     title: problem.title,
     status: problem.status,
     detail: problem.detail,
-    ...(instance === undefined ? {} : { instance }),
-    ...problem.options.extra,
   };
-  if (problem.options.errors) body.errors = problem.options.errors;
-  sendJson(res, problem.status, body, 'application/problem+json');
+  if (instance !== undefined) body.instance = instance;
+  if (extra) Object.assign(body, extra);
+  if (errors) body.errors = errors;
+  const text = JSON.stringify(body);
+  res.writeHead(problem.status, {
+    ...headers,
+    ...(instance === undefined ? {} : { 'X-Request-Id': instance }),
+    'Content-Type': 'application/problem+json',
+    'Content-Length': Buffer.byteLength(text),
+  });
+  res.end(text);
 }
 
 export const badRequest = (detail: string, errors?: FieldError[]) =>

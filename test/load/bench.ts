@@ -9,6 +9,7 @@
 // Last, PostgreSQL: one server and three on one database, single events and
 // batches, with the CPU time the database and the servers took.
 //   npm run bench -- [--rounds 3] [--duration 5] [--warmup 5] [--connections 64] [--events 1000000]
+//   npm run bench -- --phases read,single   (only those HTTP phases: no rebuild, size or PostgreSQL)
 import { execFile, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -49,7 +50,9 @@ const onCore = (core: number, command: string, args: string[]): [string, string[
   pinned ? ['taskset', ['-c', String(core), command, ...args]] : [command, args];
 
 type Phase = 'single' | 'read' | 'batch';
-const PHASES: Phase[] = ['single', 'read', 'batch'];
+const phasesArg = process.argv.indexOf('--phases');
+const onlyPhases = phasesArg > 0;
+const PHASES = (onlyPhases ? process.argv[phasesArg + 1].split(',') : ['single', 'read', 'batch']) as Phase[];
 const LABEL: Record<Phase, string> = {
   single: 'single-event POST /',
   read: 'reads (3 lookups, 1 in 4 a 404)',
@@ -214,6 +217,16 @@ try {
   for (const server of Object.values(servers)) {
     server.child.kill('SIGTERM');
     await server.exited;
+  }
+  if (onlyPhases) {
+    for (const phase of PHASES) {
+      const rate = (name: 'bare' | 'watchtime') => median(runs[name][phase].map((x) => x.rate));
+      const all = (name: 'bare' | 'watchtime') => runs[name][phase].map((x) => Math.round(x.rate)).join(' ');
+      console.log(`${LABEL[phase]}: bare ${all('bare')}, watchtime ${all('watchtime')}, ratio of medians ${(rate('watchtime') / rate('bare')).toFixed(2)}`);
+    }
+    console.log(`server peak RSS: ${(rss / 1024 / 1024).toFixed(0)} MB`);
+    rmSync(dir, { recursive: true, force: true });
+    process.exit(0);
   }
 
   // 1,000,000 stored events for rebuild and size, written through the store as the server would.
