@@ -23,6 +23,9 @@ export function credit(rule: AccountingRule, prev: number, at: number): number {
   return step > 0 && step <= rule.maxStep ? step : 0;
 }
 
+/** The rule asked for differs from the one the database was computed with; the message says what to do. */
+export class SettingsMismatchError extends Error {}
+
 export function sameRule(a: AccountingRule, b: AccountingRule): boolean {
   if (a.accounting !== b.accounting) return false;
   return a.accounting === 'sum' || a.maxStep === b.maxStep;

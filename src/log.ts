@@ -4,8 +4,7 @@
 import pino from 'pino';
 
 export type Logger = pino.Logger;
-export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
+export type LogLevel = pino.LevelWithSilent;
 
 export function createLogger(level: LogLevel = 'info'): Logger {
   if (process.stderr.isTTY) {

@@ -1,7 +1,7 @@
 // Starts and stops the service: store, ingest queue, HTTP server.
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { describeRule, resolveRule, sameRule, type RequestedRule } from './accounting.ts';
+import { describeRule, resolveRule, sameRule, SettingsMismatchError, type RequestedRule } from './accounting.ts';
 import { createApp } from './http/app.ts';
 import { IngestQueue } from './ingest/queue.ts';
 import { Metrics } from './metrics.ts';
@@ -23,24 +23,12 @@ export interface ServerConfig {
   timeouts?: { headersMs: number; requestMs: number };
 }
 
-export const SERVER_DEFAULTS = {
-  host: '0.0.0.0',
-  port: 8000,
-  db: './data/watchtime.db',
-  flushMs: 5,
-  batchSize: 10_000,
-  queueSize: 100_000,
-} as const;
-
 /** A 10,000-event batch of 200-character names fits with room to spare. */
 const BODY_LIMIT = 16 * 1024 * 1024;
 /** How long events wait for a database locked by a rebuild before they are refused. */
 const LOCK_WAIT_MS = 30_000;
 /** How long shutdown waits for open requests after the queue is flushed. */
 const CLOSE_GRACE_MS = 5_000;
-
-/** The configuration cannot work with this database; the message says what to do. */
-export class SettingsMismatchError extends Error {}
 
 export interface RunningServer {
   url: string;

@@ -10,7 +10,8 @@ import Database from 'better-sqlite3';
 import { fileURLToPath } from 'node:url';
 import { silentLogger } from '../src/log.ts';
 import { checkAnswer } from './support/openapi-check.ts';
-import { SERVER_DEFAULTS, startServer, type RunningServer, type ServerConfig } from '../src/server.ts';
+import { SERVER_DEFAULTS } from '../src/cli/options.ts';
+import { startServer, type RunningServer, type ServerConfig } from '../src/server.ts';
 
 export const BIN = fileURLToPath(new URL('../bin/watchtime', import.meta.url));
 

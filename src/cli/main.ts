@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { DatabaseUnusableError } from '../store/sqlite.ts';
-import { SettingsMismatchError } from '../server.ts';
+import { SettingsMismatchError } from '../accounting.ts';
 import { registerGenerate } from './generate.ts';
 import { CliError, EXIT } from './options.ts';
 import { registerQuery } from './query.ts';

@@ -1,7 +1,18 @@
 // Options shared by the commands, each also read from a WATCHTIME_* variable.
 import { InvalidArgumentError, Option } from 'commander';
 import { ACCOUNTING_MODES } from '../accounting.ts';
-import { SERVER_DEFAULTS } from '../server.ts';
+
+/** What `serve` and the other commands take when not told. */
+export const SERVER_DEFAULTS = {
+  host: '0.0.0.0',
+  port: 8000,
+  db: './data/watchtime.db',
+  flushMs: 5,
+  batchSize: 10_000,
+  queueSize: 100_000,
+} as const;
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 /** Exit codes of SPEC section 5. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, notFound: 3 } as const;

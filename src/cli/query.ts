@@ -2,7 +2,6 @@ import type { Command } from 'commander';
 import { openStore } from '../store/open.ts';
 import { DatabaseUnusableError } from '../store/sqlite.ts';
 import { nothingFor, type Awaitable, type Store } from '../store/store.ts';
-import { checkName } from '../event.ts';
 import { formatRecord, formatTable, watched } from './format.ts';
 import { CliError, dbOption, envOption, EXIT, integer } from './options.ts';
 
@@ -21,7 +20,9 @@ async function openReadonly(db: string): Promise<Store> {
   }
 }
 
-function argument(value: string, field: 'user' | 'slug'): string {
+async function argument(value: string, field: 'user' | 'slug'): Promise<string> {
+  // The validator is loaded only to check a name: it takes about 20 MB that rebuild and --help need not.
+  const { checkName } = await import('../event.ts');
   const errors = checkName(value, field);
   if (errors.length > 0) throw new CliError(errors[0].message, EXIT.usage);
   return value;
@@ -57,13 +58,13 @@ export function registerQuery(program: Command): void {
       .addOption(envOption('--json', 'print the answer as the HTTP API does'));
 
   sub('movie <slug>', "a movie's total watch time").action((slug: string, options: QueryOptions) =>
-    answer(options, (s) => s.movie(argument(slug, 'slug')), nothingFor.movie(slug), (m) =>
+    answer(options, async (s) => s.movie(await argument(slug, 'slug')), nothingFor.movie(slug), (m) =>
       formatRecord([['movie', m.slug], ['watched', watched(m.watchTime)], ['viewers', m.viewers], ['events', m.events], ['updated', m.updatedAt]]),
     ),
   );
 
   sub('user <user>', "a user's total watch time across movies").action((user: string, options: QueryOptions) =>
-    answer(options, (s) => s.user(argument(user, 'user')), nothingFor.user(user), (u) =>
+    answer(options, async (s) => s.user(await argument(user, 'user')), nothingFor.user(user), (u) =>
       formatRecord([['user', u.user], ['watched', watched(u.watchTime)], ['movies', u.movies], ['events', u.events], ['updated', u.updatedAt]]),
     ),
   );
@@ -72,7 +73,7 @@ export function registerQuery(program: Command): void {
     (user: string, slug: string, options: QueryOptions) =>
       answer(
         options,
-        (s) => s.pair(argument(user, 'user'), argument(slug, 'slug')),
+        async (s) => s.pair(await argument(user, 'user'), await argument(slug, 'slug')),
         nothingFor.pair(user, slug),
         (p) =>
           formatRecord([['user', p.user], ['movie', p.slug], ['latest moment', `${p.latestMoment} s`],
@@ -83,7 +84,7 @@ export function registerQuery(program: Command): void {
   sub('movies <user>', "a user's movies, most recently watched first")
     .addOption(envOption('--limit <n>', 'how many').argParser(integer(1, 1_000_000)).default(20))
     .action((user: string, options: QueryOptions) =>
-      answer(options, async (s) => (await s.userMovies(argument(user, 'user'), options.limit!, 0))?.items,
+      answer(options, async (s) => (await s.userMovies(await argument(user, 'user'), options.limit!, 0))?.items,
         nothingFor.user(user), (items) =>
           formatTable(['movie', 'latest moment', 'watched', 'events', 'updated'],
             items.map((m) => [m.slug, m.latestMoment, m.watchTime, m.events, m.updatedAt])),

@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
-import { startServer, SERVER_DEFAULTS } from '../server.ts';
-import { createLogger, LOG_LEVELS, type LogLevel } from '../log.ts';
-import { accountingOptions, dbOption, envOption, integer } from './options.ts';
+import type { LogLevel } from '../log.ts';
+import { accountingOptions, dbOption, envOption, integer, LOG_LEVELS, SERVER_DEFAULTS } from './options.ts';
 
 interface ServeOptions {
   host: string;
@@ -33,6 +32,8 @@ export function registerServe(program: Command): void {
     .addOption(envOption('--queue-size <events>', 'most events waiting for a commit; past it POSTs get 503').argParser(integer(1, 10_000_000)).default(SERVER_DEFAULTS.queueSize))
     .addOption(envOption('--log-level <level>', 'least severe log lines written').choices(LOG_LEVELS).default('info'))
     .action(async (options: ServeOptions) => {
+      // Loaded here, not at start: the other commands need none of the server's modules (about 25 MB).
+      const [{ startServer }, { createLogger }] = await Promise.all([import('../server.ts'), import('../log.ts')]);
       const log = createLogger(options.logLevel);
       const server = await startServer(
         {
