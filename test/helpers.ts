@@ -100,7 +100,7 @@ export function cli(args: string[], env: Record<string, string> = {}): Promise<R
   });
 }
 
-/** Every aggregate row, straight from the file. */
+/** Every aggregate row, straight from the file; a user's totals summed from its pairs, as SQLite reads them. */
 export function snapshot(db: string) {
   const conn = new Database(db, { readonly: true });
   try {
@@ -108,7 +108,10 @@ export function snapshot(db: string) {
       // Not the generation: it counts rebuilds, and says nothing of the totals.
       settings: conn.prepare('SELECT id, accounting, max_step FROM settings').all(),
       users: conn
-        .prepare('SELECT name, watched, movies, events, last_seq FROM users JOIN user_totals ON user_id = id ORDER BY id')
+        .prepare(
+          'SELECT name, sum(watched) AS watched, count(*) AS movies, sum(events) AS events, max(last_seq) AS last_seq ' +
+            'FROM users JOIN user_movies ON user_id = id GROUP BY id ORDER BY id',
+        )
         .all(),
       movies: conn
         .prepare('SELECT slug, watched, viewers, events, last_seq FROM movies JOIN movie_totals ON movie_id = id ORDER BY id')

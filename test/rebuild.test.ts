@@ -16,7 +16,7 @@ function totalsSchema(file: string) {
   const db = new Database(file, { readonly: true });
   try {
     return Object.fromEntries(
-      ['user_movies', 'user_totals', 'movie_totals'].map((table) => [
+      ['user_movies', 'movie_totals'].map((table) => [
         table,
         {
           columns: db.pragma(`table_info(${table})`),

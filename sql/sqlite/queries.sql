@@ -46,19 +46,15 @@ SELECT position, watched, events, last_seq AS lastSeq, updated_at AS updatedAt
 FROM user_movies WHERE user_id = ? AND movie_id = ?;
 
 -- The batch writes below run once per row, with positional parameters.
--- A pair is inserted or updated, since the batch knows which; a user's or a
--- movie's totals are added to, the row made on its first event.
+-- A pair is inserted or updated, since the batch knows which; a movie's
+-- totals are added to, the row made on its first event. A user's totals have
+-- no row of their own: the user query sums the user's pairs (migration 3).
 
 -- name: insertPair
 INSERT INTO user_movies (user_id, movie_id, position, watched, events, last_seq, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?);
 
 -- name: updatePair
 UPDATE user_movies SET position = ?, watched = ?, events = ?, last_seq = ?, updated_at = ? WHERE user_id = ? AND movie_id = ?;
-
--- name: addToUser
-INSERT INTO user_totals (user_id, watched, movies, events, last_seq, updated_at) VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (user_id) DO UPDATE SET watched = watched + excluded.watched, movies = movies + excluded.movies,
-  events = events + excluded.events, last_seq = excluded.last_seq, updated_at = excluded.updated_at;
 
 -- name: addToMovie
 INSERT INTO movie_totals (movie_id, watched, viewers, events, last_seq, updated_at) VALUES (?, ?, ?, ?, ?, ?)
@@ -71,9 +67,16 @@ FROM movies m JOIN movie_totals t ON t.movie_id = m.id
 WHERE m.slug = ?;
 
 -- name: user
-SELECT u.name AS user, t.watched AS watchTime, t.movies, t.events, t.updated_at AS updatedAt
-FROM users u JOIN user_totals t ON t.user_id = u.id
-WHERE u.name = ?;
+-- The sums of the user's pairs, which are contiguous in user_movies' key. With
+-- a single max(), SQLite takes the bare updated_at from the row holding it:
+-- the pair of the user's latest event. No pair, no row.
+SELECT user, watchTime, movies, events, updatedAt FROM (
+  SELECT u.name AS user, sum(um.watched) AS watchTime, count(*) AS movies, sum(um.events) AS events,
+    max(um.last_seq), um.updated_at AS updatedAt
+  FROM users u JOIN user_movies um ON um.user_id = u.id
+  WHERE u.name = ?
+  GROUP BY u.id
+);
 
 -- name: pair
 SELECT u.name AS user, m.slug, um.position AS latestMoment, um.watched AS watchTime,

@@ -6,7 +6,7 @@
 
 -- name: createNext
 DROP TABLE IF EXISTS next_user_movies;
-DROP TABLE IF EXISTS next_user_totals;
+DROP TABLE IF EXISTS next_user_totals; -- left by a rebuild interrupted before migration 3
 DROP TABLE IF EXISTS next_movie_totals;
 CREATE TABLE next_user_movies (
   user_id    INTEGER NOT NULL REFERENCES users (id),
@@ -18,14 +18,6 @@ CREATE TABLE next_user_movies (
   updated_at INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (user_id, movie_id)
 ) WITHOUT ROWID;
-CREATE TABLE next_user_totals (
-  user_id    INTEGER PRIMARY KEY,
-  watched    INTEGER NOT NULL,
-  movies     INTEGER NOT NULL,
-  events     INTEGER NOT NULL,
-  last_seq   INTEGER NOT NULL,
-  updated_at INTEGER NOT NULL
-);
 CREATE TABLE next_movie_totals (
   movie_id   INTEGER PRIMARY KEY,
   watched    INTEGER NOT NULL,
@@ -37,7 +29,6 @@ CREATE TABLE next_movie_totals (
 
 -- name: dropNext
 DROP TABLE IF EXISTS next_user_movies;
-DROP TABLE IF EXISTS next_user_totals;
 DROP TABLE IF EXISTS next_movie_totals;
 
 -- name: lastSeq
@@ -57,17 +48,15 @@ GROUP BY user_id, movie_id;
 SELECT seq, user_id, movie_id, at, received_at FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
 
 -- The rebuild writes its tables with the live ingest's own statements
--- (queries.sql: pairState, insertPair, updatePair, addToUser, addToMovie),
+-- (queries.sql: pairState, insertPair, updatePair, addToMovie),
 -- pointed at the next_* tables.
 
 -- name: swap
 -- Dropping the live totals frees their pages; the renames and the index on
 -- movie totals (one row a movie) are cheap.
 DROP TABLE user_movies;
-DROP TABLE user_totals;
 DROP TABLE movie_totals;
 ALTER TABLE next_user_movies RENAME TO user_movies;
-ALTER TABLE next_user_totals RENAME TO user_totals;
 ALTER TABLE next_movie_totals RENAME TO movie_totals;
 CREATE INDEX movie_totals_by_watched ON movie_totals (watched DESC, movie_id);
 

@@ -2,7 +2,7 @@
 // tables beside the live ones while a server goes on writing:
 //   1. from a snapshot: every event up to the last one stored when the rebuild
 //      starts, read one pair at a time in (user, movie) order, so memory holds
-//      one pair, one user and the movies, whatever the number of events;
+//      a chunk of pairs and the movies, whatever the number of events;
 //   2. catch-up: the events that arrived meanwhile, in arrival order, in short
 //      transactions;
 //   3. swap: the last few events and the table swap in one short transaction,
@@ -16,13 +16,13 @@ import { advance, Tally, writeTally, type PairRow, type TallyWriters, type Total
 
 const QUERY_NAMES = ['createNext', 'dropNext', 'lastSeq', 'pairsUpTo', 'eventsAfter', 'swap', 'writeRule'] as const;
 /** Live ingest's statements, which the rebuild runs on its next_* tables. */
-const WRITE_NAMES = ['pairState', 'insertPair', 'updatePair', 'addToUser', 'addToMovie'] as const;
+const WRITE_NAMES = ['pairState', 'insertPair', 'updatePair', 'addToMovie'] as const;
 
 /** The same statements over the next_* tables. */
 function onNextTables<Name extends string>(queries: Record<Name, string>): Record<Name, string> {
   const renamed = Object.entries(queries).map(([name, sql]) => [
     name,
-    (sql as string).replace(/\b(user_movies|user_totals|movie_totals)\b/g, 'next_$1'),
+    (sql as string).replace(/\b(user_movies|movie_totals)\b/g, 'next_$1'),
   ]);
   return Object.fromEntries(renamed) as Record<Name, string>;
 }
@@ -53,7 +53,6 @@ export function rebuildOnline(
     const writers: TallyWriters = {
       insertPair: db.prepare(sql.insertPair),
       updatePair: db.prepare(sql.updatePair),
-      addToUser: db.prepare(sql.addToUser),
       addToMovie: db.prepare(sql.addToMovie),
     };
     // Events are never changed or removed, so those up to here are a fixed set.
@@ -108,14 +107,11 @@ function buildFromSnapshot(
     reader.pragma(`cache_size = -${SORT_CACHE_KIB}`);
     reader.pragma(`threads = ${SORT_THREADS}`);
     const pairs: unknown[][] = [];
-    const users: [number, TotalDelta][] = [];
     const movies = new Map<number, TotalDelta>();
-    let user: { id: number; totals: TotalDelta } | undefined;
     let done = 0;
     const write = () =>
       db.transaction(() => {
         for (const row of pairs) writers.insertPair.run(...row);
-        for (const [id, d] of users) writers.addToUser.run(id, d.watched, d.pairs, d.events, d.lastSeq, d.updatedAt);
       }).immediate();
 
     const rows = reader.prepare(pairsUpTo).raw().iterate(snapshotSeq) as Iterable<
@@ -126,12 +122,6 @@ function buildFromSnapshot(
       for (const at of ats.split(',')) advance(rule, pair, Number(at));
       if (pair.events !== events) throw new Error(`rebuild read ${pair.events} of the ${events} events of a pair`);
       pairs.push([userId, movieId, pair.position, pair.watched, pair.events, lastSeq, updatedAt]);
-      // Pairs come user by user: a user is complete when the next one starts.
-      if (user?.id !== userId) {
-        if (user) users.push([user.id, user.totals]);
-        user = { id: userId, totals: emptyTotals() };
-      }
-      addPair(user.totals, pair);
       let movie = movies.get(movieId);
       if (movie === undefined) movies.set(movieId, (movie = emptyTotals()));
       addPair(movie, pair);
@@ -139,11 +129,9 @@ function buildFromSnapshot(
       if (pairs.length >= WRITE_CHUNK) {
         write();
         pairs.length = 0;
-        users.length = 0;
         onProgress(done);
       }
     }
-    if (user) users.push([user.id, user.totals]);
     write();
     const movieRows = [...movies];
     for (let i = 0; i < movieRows.length; i += WRITE_CHUNK) {

@@ -24,7 +24,7 @@ import {
 
 const QUERY_NAMES = [
   'readSettings', 'writeSettings', 'lastSeq', 'generation', 'clientIdExists', 'userId', 'insertUser', 'movieId',
-  'insertMovie', 'insertEvent', 'pairState', 'insertPair', 'updatePair', 'addToUser', 'addToMovie',
+  'insertMovie', 'insertEvent', 'pairState', 'insertPair', 'updatePair', 'addToMovie',
   'movie', 'user', 'pair', 'userMovies', 'topMovies', 'touchSettings', 'dataVersion',
 ] as const;
 type QueryName = (typeof QUERY_NAMES)[number];

@@ -1,6 +1,7 @@
 // Applies the accounting rule to a run of events in arrival order and keeps
 // what must be written back: each touched pair once, and one delta per user
-// and per movie, so a batch updates each aggregate row once.
+// and per movie, so a batch updates each aggregate row once (and each answer
+// kept in memory).
 import { credit, type AccountingRule } from '../accounting.ts';
 
 /** What a pair, a user or a movie row keeps of its latest event. */
@@ -95,20 +96,22 @@ interface Runnable {
   run(...params: unknown[]): unknown;
 }
 
-/** The statements that write a tally into one set of aggregate tables (the live ones, or a rebuild's). */
+/** The statements that write a tally into one set of SQLite's aggregate tables (the live ones, or a rebuild's). */
 export interface TallyWriters {
   insertPair: Runnable;
   updatePair: Runnable;
-  addToUser: Runnable;
   addToMovie: Runnable;
 }
 
-/** Writes each touched pair once, and one delta per user and per movie. */
-export function writeTally(tally: Tally, { insertPair, updatePair, addToUser, addToMovie }: TallyWriters): void {
+/**
+ * Writes each touched pair once, and one delta per movie. SQLite keeps no
+ * user row (a user's totals are summed from its pairs), so the user deltas
+ * serve the kept answers and PostgreSQL only.
+ */
+export function writeTally(tally: Tally, { insertPair, updatePair, addToMovie }: TallyWriters): void {
   for (const p of tally.pairs.values()) {
     if (p.stored) updatePair.run(p.position, p.watched, p.events, p.lastSeq, p.updatedAt, p.userId, p.movieId);
     else insertPair.run(p.userId, p.movieId, p.position, p.watched, p.events, p.lastSeq, p.updatedAt);
   }
-  for (const [id, d] of tally.users) addToUser.run(id, d.watched, d.pairs, d.events, d.lastSeq, d.updatedAt);
   for (const [id, d] of tally.movies) addToMovie.run(id, d.watched, d.pairs, d.events, d.lastSeq, d.updatedAt);
 }
