@@ -44,7 +44,7 @@ function rates(file: string, p: Population) {
 describe('cost at scale', () => {
   test('ingest, rebuild and lookups over 300,000 users keep pace with 1,000 users', (t) => {
     const dir = tempDir(cleanupAfter(t));
-    // Three times the 100,000 entries each cache holds.
+    // Six times the 50,000 entries each cache holds.
     const large = rates(path.join(dir, 'large.db'), population(300_000, 300_000));
     const small = rates(path.join(dir, 'small.db'), population(300_000, 1_000));
     const ratios = Object.fromEntries(
