@@ -40,6 +40,16 @@ describe('metrics', () => {
     assert.equal(sample(text, 'watchtime_http_requests_total{route="/movies/{slug}/watch-time",method="GET",status="200"}'), 1);
     assert.equal(sample(text, 'watchtime_http_requests_total{route="/users/{user}/watch-time",method="GET",status="404"}'), 1);
     assert.ok(sample(text, 'watchtime_http_request_duration_seconds_count{route="/events",method="POST"}')! >= 4);
+    // A histogram's buckets count every answer at or under their bound: they never fall, and +Inf is the count.
+    const lookup = 'route="/movies/{slug}/watch-time",method="GET"';
+    const buckets = text
+      .split('\n')
+      .filter((l) => l.startsWith(`watchtime_http_request_duration_seconds_bucket{${lookup},`))
+      .map((l) => Number(l.split(' ')[1]));
+    assert.equal(buckets.length, 12);
+    assert.deepEqual(buckets, [...buckets].sort((a, b) => a - b));
+    assert.equal(buckets.at(-1), sample(text, `watchtime_http_request_duration_seconds_count{${lookup}}`));
+    assert.equal(buckets.at(-1), 1);
     assert.ok(sample(text, 'process_resident_memory_bytes')! > 0, "Node's process metrics are there too");
 
     needDebianCommand('promtool', 'prometheus');
