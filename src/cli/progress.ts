@@ -32,7 +32,8 @@ export function startProgress(options: {
   let value = 0;
   let total = options.total;
   const write = () => process.stderr.write(`${options.line(value, total, fields)}\n`);
-  const timer = setInterval(write, LINE_EVERY_MS);
+  // Unref'd: a command that fails before stop() must still exit.
+  const timer = setInterval(write, LINE_EVERY_MS).unref();
   return {
     update: (v, more = {}) => {
       value = v;

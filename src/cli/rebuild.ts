@@ -30,9 +30,9 @@ export function registerRebuild(program: Command): void {
       throw new CliError(`no database at ${options.db} (pass --db or set WATCHTIME_DB)`);
     }
     const store = await openStore(options.db, { busyTimeoutMs: WAIT_FOR_WRITER_MS });
+    let progress: Progress | undefined;
     try {
       const rule = resolveRule(await store.settings(), options);
-      let progress: Progress | undefined;
       const started = process.hrtime.bigint();
       const result = await store.rebuild(rule, ({ done, total }) => {
         progress ??= startProgress({
@@ -44,6 +44,7 @@ export function registerRebuild(program: Command): void {
         progress.update(done);
       });
       progress?.stop();
+      progress = undefined;
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const rate = seconds > 0 ? Math.round(result.done / seconds) : result.done;
       const peakMb = Math.round(process.resourceUsage().maxRSS / 1024);
@@ -54,6 +55,7 @@ export function registerRebuild(program: Command): void {
               `(${rate} events/s, peak RSS ${peakMb} MB)\n`,
       );
     } finally {
+      progress?.stop(); // a failed rebuild still says how far it went
       await store.close();
     }
   });
