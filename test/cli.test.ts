@@ -1,6 +1,7 @@
 // bin/watchtime as a child process: query, rebuild, serve's settings check.
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { after, before, describe, test } from 'node:test';
 import { credit, type AccountingRule } from '../src/accounting.ts';
 import { seededRandom } from '../src/generator/players.ts';
@@ -152,6 +153,23 @@ describe('rebuild', () => {
 
     assert.equal((await cli(['rebuild', '--db', db, '--max-step', '120'])).code, 0);
     assert.deepEqual(snapshot(db), live, 'back to the first rule, back to the same rows');
+  });
+
+  test('that fails exits with the reason and leaves the totals as they were', { timeout: 30_000 }, async (t) => {
+    const cleanup = cleanupAfter(t);
+    const db = path.join(tempDir(cleanup), 'w.db');
+    const server = await serve(cleanup, db);
+    await ingest(server.url, [{ user: 'a', slug: 'm', at: 100 }, { user: 'a', slug: 'm', at: 110 }], 2);
+    await server.close();
+    const before = snapshot(db);
+    // A time that is not a number (only a hand edit of the file stores one) stops the rebuild part-way.
+    const conn = new Database(db);
+    conn.prepare("INSERT INTO events (seq, user_id, movie_id, at, received_at) VALUES (3, 1, 1, '1,2', 0)").run();
+    conn.close();
+    const run = await cli(['rebuild', '--db', db]);
+    assert.equal(run.code, 1, run.stderr);
+    assert.match(run.stderr, /rebuild read 4 of the 3 events of a pair/);
+    assert.deepEqual(snapshot(db), before);
   });
 
   test('runs beside a server, which then applies the new rule', async (t) => {
