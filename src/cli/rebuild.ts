@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import { describeRule, resolveRule, type AccountingMode } from '../accounting.ts';
 import { isPostgresUrl, openStore } from '../store/open.ts';
+import type { RebuildProgress } from '../store/store.ts';
 import { accountingOptions, CliError, dbOption, envOption } from './options.ts';
 import { startProgress, type Progress } from './progress.ts';
 
@@ -30,21 +31,24 @@ export function registerRebuild(program: Command): void {
       throw new CliError(`no database at ${options.db} (pass --db or set WATCHTIME_DB)`);
     }
     const store = await openStore(options.db, { busyTimeoutMs: WAIT_FOR_WRITER_MS });
-    let progress: Progress | undefined;
     try {
       const rule = resolveRule(await store.settings(), options);
       const started = process.hrtime.bigint();
-      const result = await store.rebuild(rule, ({ done, total }) => {
-        progress ??= startProgress({
-          total,
-          json: options.json,
-          bar: 'rebuild [{bar}] {percentage}% {value}/{total} events, eta {eta_formatted}',
-          line: (value, all) => `rebuild: ${value} of ${all} events`,
+      let progress: Progress | undefined;
+      let result: RebuildProgress;
+      try {
+        result = await store.rebuild(rule, ({ done, total }) => {
+          progress ??= startProgress({
+            total,
+            json: options.json,
+            bar: 'rebuild [{bar}] {percentage}% {value}/{total} events, eta {eta_formatted}',
+            line: (value, all) => `rebuild: ${value} of ${all} events`,
+          });
+          progress.update(done);
         });
-        progress.update(done);
-      });
-      progress?.stop();
-      progress = undefined;
+      } finally {
+        progress?.stop(); // a failed rebuild too says how far it went
+      }
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const rate = seconds > 0 ? Math.round(result.done / seconds) : result.done;
       const peakMb = Math.round(process.resourceUsage().maxRSS / 1024);
@@ -55,7 +59,6 @@ export function registerRebuild(program: Command): void {
               `(${rate} events/s, peak RSS ${peakMb} MB)\n`,
       );
     } finally {
-      progress?.stop(); // a failed rebuild still says how far it went
       await store.close();
     }
   });
