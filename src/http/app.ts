@@ -13,7 +13,7 @@ import { LOOKUP_ROUTES, routeOf, type Metrics } from '../metrics.ts';
 import { bearerCheck } from './auth.ts';
 import { openApiDocument, PROBLEM_TYPES } from './openapi.ts';
 import { bodyFormat, readBody, type BodyFormat } from './body.ts';
-import { badRequest, HttpProblem, notFound, sendJson, sendProblem, serviceUnavailable } from './problem.ts';
+import { badRequest, HttpProblem, notFound, notFoundProblem, sendJson, sendProblem, serviceUnavailable } from './problem.ts';
 
 export interface AppOptions {
   store: Store;
@@ -368,7 +368,7 @@ export function createApp(options: AppOptions) {
   /** A lookup's answer; a name with no events is an answer too (404), made without an Error and not logged. */
   const sendLookup = (req: IncomingMessage, res: ServerResponse, kind: Lookup, names: string[], found: object | undefined) => {
     if (found) sendJson(res, 200, found);
-    else sendProblem(res, { status: 404, kind: 'not-found', title: 'Not found', detail: lookups[kind].missing(names) }, requestId(req));
+    else sendProblem(res, notFoundProblem(lookups[kind].missing(names)), requestId(req));
   };
   const lookupRoute = (kind: Lookup, fields: ('user' | 'slug')[]) => async (req: Request, res: ServerResponse) => {
     const names = fields.map((field) => nameParam(req, field));

@@ -70,7 +70,13 @@ export function sendProblem(res: ServerResponse, problem: Problem, instance?: st
 export const badRequest = (detail: string, errors?: FieldError[]) =>
   new HttpProblem(400, 'invalid-request', 'Invalid request', detail, { errors });
 
-export const notFound = (detail: string) => new HttpProblem(404, 'not-found', 'Not found', detail);
+/** 404 as plain data: a lookup of a name with no events answers it without building an Error. */
+export const notFoundProblem = (detail: string): Problem => ({ status: 404, kind: 'not-found', title: 'Not found', detail });
+
+export const notFound = (detail: string) => {
+  const { status, kind, title } = notFoundProblem(detail);
+  return new HttpProblem(status, kind, title, detail);
+};
 
 export const serviceUnavailable = (kind: string, title: string, detail: string, retryAfterSeconds = 1) =>
   new HttpProblem(503, kind, title, detail, { headers: { 'Retry-After': String(retryAfterSeconds) } });
