@@ -33,7 +33,8 @@ type QueryName = (typeof QUERY_NAMES)[number];
  * Entries each in-memory cache keeps at most; past it the least recently used
  * goes. A miss costs one indexed read of a few microseconds. Under batches
  * from a million users, 100,000 of each (and a 32 MiB page cache) took the
- * server to 233 MB of RSS; 50,000 (and 16 MiB) to 173 MB, at the same rates.
+ * server to 233 MB of RSS; 50,000 (and 16 MiB) to 173-209 MB, and 181 MB with
+ * the heap bound of bin/watchtime, at the same rates.
  */
 const CACHE_ENTRIES = 50_000;
 /**
