@@ -1,6 +1,7 @@
 // Options shared by the commands, each also read from a WATCHTIME_* variable.
 import { InvalidArgumentError, Option } from 'commander';
 import { ACCOUNTING_MODES } from '../accounting.ts';
+import type { LogLevel } from '../log.ts';
 
 /** What `serve` and the other commands take when not told. */
 export const SERVER_DEFAULTS = {
@@ -12,7 +13,8 @@ export const SERVER_DEFAULTS = {
   queueSize: 100_000,
 } as const;
 
-export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+// Checked against pino's own levels, so the two cannot drift apart (a type import: pino is not loaded).
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const satisfies readonly LogLevel[];
 
 /** Exit codes of SPEC section 5. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, notFound: 3 } as const;
