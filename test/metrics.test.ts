@@ -39,7 +39,10 @@ describe('metrics', () => {
     assert.equal(sample(text, 'watchtime_http_requests_total{route="/events",method="POST",status="200"}'), 2);
     assert.equal(sample(text, 'watchtime_http_requests_total{route="/movies/{slug}/watch-time",method="GET",status="200"}'), 1);
     assert.equal(sample(text, 'watchtime_http_requests_total{route="/users/{user}/watch-time",method="GET",status="404"}'), 1);
-    assert.ok(sample(text, 'watchtime_http_request_duration_seconds_count{route="/events",method="POST"}')! >= 4);
+    // Refusals are counted too, with their status, once answered.
+    assert.equal(sample(text, 'watchtime_http_requests_total{route="/events",method="POST",status="400"}'), 1);
+    assert.equal(sample(text, 'watchtime_http_requests_total{route="/events",method="POST",status="415"}'), 1);
+    assert.equal(sample(text, 'watchtime_http_request_duration_seconds_count{route="/events",method="POST"}'), 4);
     // A histogram's buckets count every answer at or under their bound: they never fall, and +Inf is the count.
     const lookup = 'route="/movies/{slug}/watch-time",method="GET"';
     const buckets = text

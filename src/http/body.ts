@@ -18,7 +18,8 @@ const FORMATS: Record<string, BodyFormat> = {
  */
 export function bodyFormat(req: IncomingMessage): BodyFormat {
   const header = req.headers['content-type'];
-  if (header === undefined) return 'json';
+  // The common case first: splitting out parameters costs a few percent of a single-event POST.
+  if (header === undefined || header === 'application/json') return 'json';
   const [mediaType, ...params] = header.split(';').map((part) => part.trim().toLowerCase());
   const format = FORMATS[mediaType];
   const charset = params.find((p) => p.startsWith('charset='))?.slice('charset='.length).replace(/"/g, '');
@@ -69,7 +70,7 @@ export function readBody(req: IncomingMessage, limit: number): Promise<string> {
     const onEnd = () => {
       cleanup();
       try {
-        resolve(utf8.decode(Buffer.concat(chunks, size)));
+        resolve(utf8.decode(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)));
       } catch {
         reject(new HttpProblem(400, 'invalid-body', 'Invalid body', 'the body is not valid UTF-8'));
       }
