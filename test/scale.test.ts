@@ -53,7 +53,9 @@ describe('cost at scale', () => {
     t.diagnostic(`large/small: ${JSON.stringify(ratios)}`);
     // Per event, and the large database has ten times the pairs to write: about 0.3 here.
     assert.ok(ratios.rebuild >= 0.15, `rebuild at scale ${ratios.rebuild} of small`);
-    assert.ok(ratios.lookups >= 0.3, `lookups at scale ${ratios.lookups} of small`);
+    // The small database's lookups all come from the answers kept in memory, the large one's mostly
+    // from SQLite: 0.3 to 0.6 here, and once 0.28 inside a whole `npm test`. A tenfold collapse gives 0.05.
+    assert.ok(ratios.lookups >= 0.15, `lookups at scale ${ratios.lookups} of small`);
     // About 0.5 here; the eviction this guards against gave under 0.1.
     assert.ok(ratios.ingest >= 0.2, `batch ingest at scale ${ratios.ingest} of small`);
   });

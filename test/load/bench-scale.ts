@@ -6,7 +6,8 @@
 // hundredth of the events from 1,000 users. For each: rebuild rate and peak
 // RSS, server start-up, reads, single-event and 1,000-event-batch ingest, the
 // server's peak RSS, bytes on disk per event; then, on the large one, ingest
-// while `watchtime rebuild` runs beside the server.
+// while `watchtime rebuild` runs beside the server; last, on both, the floor
+// under batch ingest: SQLite alone, with none of watchtime's code.
 import { closeSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';

@@ -219,7 +219,7 @@ try {
     server.child.kill('SIGTERM');
     await server.exited;
   }
-  /** Each round's watchtime rate over the bare server's in the same round, whose runs are minutes closer than the rounds. */
+  /** Each round's watchtime rate over the bare server's in that round: two runs seconds apart, where rounds are a minute apart. */
   const roundRatios = (phase: Phase) => runs.watchtime[phase].map((w, i) => w.rate / runs.bare[phase][i].rate);
   if (onlyPhases) {
     for (const phase of PHASES) {
