@@ -1,5 +1,6 @@
 // The read endpoints of SPEC section 3 against the real server.
 import assert from 'node:assert/strict';
+import { connect, type Socket } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SqliteStore } from '../src/store/sqlite.ts';
@@ -72,6 +73,45 @@ for (const backend of ['SQLite', 'PostgreSQL'] as const) describe(`reads (${back
       assert.equal(res.body.status, 404);
       assert.equal(res.body.instance, res.headers.get('x-request-id'), 'the instance is the request id');
     }
+  });
+
+  test('lookups read in one turn each get their own answer', async () => {
+    // The server answers the lookups of a turn together: none may get another's answer. One socket
+    // each, all connected and accepted first, then every request written at once, so that the
+    // server reads them in one turn.
+    const paths = ['ann', 'bob', 'nobody'].flatMap((user) =>
+      ['alien', 'brazil', 'nothing'].flatMap((slug) => [
+        `/users/${user}/watch-time`,
+        `/movies/${slug}/watch-time`,
+        `/users/${user}/movies/${slug}/latest-moment`,
+      ]),
+    );
+    const expected = [];
+    for (const p of paths) {
+      const res = await get(base, p);
+      expected.push(`${res.status} ${JSON.stringify({ ...res.body, instance: undefined })}`);
+    }
+    assert.ok(expected.some((a) => a.startsWith('200')) && expected.some((a) => a.startsWith('404')));
+    const { port } = new URL(base);
+    const sockets = await Promise.all(
+      paths.map(() => new Promise<Socket>((resolve, reject) => connect(Number(port), '127.0.0.1').once('connect', function (this: Socket) { resolve(this); }).once('error', reject))),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 50)); // for the server to accept them all
+    const answers = sockets.map(
+      (socket) =>
+        new Promise<string>((resolve, reject) => {
+          let text = '';
+          socket.setEncoding('utf8');
+          socket.on('data', (chunk: string) => (text += chunk));
+          socket.once('end', () => {
+            const [head, body] = text.split('\r\n\r\n');
+            resolve(`${head.split(' ')[1]} ${JSON.stringify({ ...JSON.parse(body), instance: undefined })}`);
+          });
+          socket.once('error', reject);
+        }),
+    );
+    sockets.forEach((socket, i) => socket.write(`GET ${paths[i]} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`));
+    assert.deepEqual(await Promise.all(answers), expected);
   });
 
   test('a name that breaks the rules, or bad percent-encoding, is 400', async () => {

@@ -379,6 +379,52 @@ export function createApp(options: AppOptions) {
   on('GET', '/users/:user/watch-time', lookupRoute('user', ['user']));
   on('GET', '/users/:user/movies/:slug/latest-moment', lookupRoute('pair', ['user', 'slug']));
 
+  /** A plain lookup read in this turn of the event loop, to be answered at its end. */
+  interface PendingLookup {
+    req: IncomingMessage;
+    res: ServerResponse;
+    kind: Lookup;
+    names: string[];
+    started: number;
+  }
+  let pending: PendingLookup[] = [];
+
+  const answerLookup = ({ req, res, kind, names, started }: PendingLookup) => {
+    const answered = () => record(req, res, started, LOOKUP_ROUTES[kind]);
+    const fail = (error: unknown) => {
+      onError(error, req, res);
+      answered();
+    };
+    try {
+      const found = lookups[kind].find(names);
+      if (found instanceof Promise) {
+        found
+          .then((f) => {
+            sendLookup(req, res, kind, names, f);
+            answered();
+          })
+          .catch(fail);
+      } else {
+        sendLookup(req, res, kind, names, found);
+        answered();
+      }
+    } catch (error) {
+      fail(error);
+    }
+  };
+
+  /**
+   * Answers the plain lookups of a turn together, once the event loop has
+   * read every request that was ready (setImmediate runs after the poll
+   * phase). Answering each as soon as it was read ran at about two thirds of
+   * the rate, pinned (see Performance).
+   */
+  const answerPending = () => {
+    const ofThisTurn = pending;
+    pending = [];
+    for (const lookup of ofThisTurn) answerLookup(lookup);
+  };
+
   /**
    * Players look up their resume point one request at a time, so these
    * lookups skip polka's routing when the path is plain (no query, no
@@ -386,22 +432,21 @@ export function createApp(options: AppOptions) {
    * returns undefined and takes the ordinary routes, which answer it the same
    * way and give every invalid path its full answer. Returns the route taken.
    */
-  const plainLookup = (req: IncomingMessage, res: ServerResponse): string | undefined => {
+  const plainLookup = (req: IncomingMessage, res: ServerResponse, started: number): string | undefined => {
     const match = LOOKUP_PATH.exec(req.url ?? '');
     if (!match) return undefined;
     const [, movieSlug, user, pairSlug] = match;
     const kind: Lookup = movieSlug !== undefined ? 'movie' : pairSlug !== undefined ? 'pair' : 'user';
     const names = (kind === 'movie' ? [movieSlug] : kind === 'user' ? [user] : [user, pairSlug]).map(plainName);
     if (names.includes(undefined)) return undefined;
-    const fail = (error: unknown) => onError(error, req, res);
     try {
       guard(req, req.url!, res);
-      const found = lookups[kind].find(names as string[]);
-      if (found instanceof Promise) found.then((f) => sendLookup(req, res, kind, names as string[], f)).catch(fail);
-      else sendLookup(req, res, kind, names as string[], found);
     } catch (error) {
-      fail(error);
+      onError(error, req, res);
+      return LOOKUP_ROUTES[kind];
     }
+    if (pending.length === 0) setImmediate(answerPending);
+    pending.push({ req, res, kind, names: names as string[], started });
     return LOOKUP_ROUTES[kind];
   };
 
@@ -447,9 +492,10 @@ export function createApp(options: AppOptions) {
       }
       return;
     }
-    const route = req.method === 'GET' ? plainLookup(req, res) : undefined;
+    const route = req.method === 'GET' ? plainLookup(req, res, started) : undefined;
     if (route === undefined) app.handler(req as Request, res, undefined as never);
-    observe(req, res, started, route);
+    // A plain lookup is counted when it is answered, at the end of the turn, unless it was refused at once.
+    if (route === undefined || res.writableEnded) observe(req, res, started, route);
   };
   return Object.assign(handle, { routes });
 }
