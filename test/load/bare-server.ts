@@ -1,15 +1,33 @@
 // The baseline: a node:http server that reads and parses the body, then
 // answers as watchtime does, and does nothing else. A GET gets a fixed answer
-// of the size of watchtime's.
-import { createServer } from 'node:http';
+// of the size of watchtime's: at once, or with BARE_GROUPED=1 at the end of
+// the event loop's turn, together with the turn's other GETs, as watchtime
+// answers its lookups.
+import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 const READ_ANSWER = JSON.stringify({ user: 'user-1234', slug: 'movie-234', latestMoment: 4500, watchTime: 4210, events: 902, updatedAt: new Date().toISOString() });
+const GROUPED = process.env.BARE_GROUPED === '1';
+
+function answerRead(res: ServerResponse) {
+  res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(READ_ANSWER) });
+  res.end(READ_ANSWER);
+}
+
+let pending: ServerResponse[] = [];
+function answerPending() {
+  const ofThisTurn = pending;
+  pending = [];
+  for (const res of ofThisTurn) answerRead(res);
+}
 
 const server = createServer((req, res) => {
   if (req.method === 'GET') {
-    res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(READ_ANSWER) });
-    res.end(READ_ANSWER);
+    if (!GROUPED) answerRead(res);
+    else {
+      if (pending.length === 0) setImmediate(answerPending);
+      pending.push(res);
+    }
     return;
   }
   const chunks: Buffer[] = [];
