@@ -14,7 +14,7 @@ import path from 'node:path';
 import autocannon from 'autocannon';
 import Database from 'better-sqlite3';
 import { cli, serverProcess } from '../helpers.ts';
-import { heartbeats, population, writePopulation, type Population } from './population.ts';
+import { heartbeats, pairMembers, population, randomPairs, writePopulation, type Population } from './population.ts';
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -141,19 +141,14 @@ function sqliteFloor(file: string, p: Population, seconds = duration): number {
     const update = db.prepare(
       'UPDATE user_movies SET position = position + 5, watched = watched + 5, events = events + 1, last_seq = ?, updated_at = ? WHERE user_id = ? AND movie_id = ?',
     );
-    let state = 99;
+    const nextPair = randomPairs(p, 99);
     const commit = db.transaction((count: number) => {
       const now = Date.now();
       for (let i = 0; i < count; i++) {
-        state ^= state << 13;
-        state ^= state >>> 17;
-        state ^= state << 5;
-        const pair = Math.floor(((state >>> 0) / 2 ** 32) * p.pairs);
-        const userId = (pair % p.users) + 1;
-        const movieId = ((pair + Math.floor(pair / p.users)) % p.movies) + 1;
+        const { user, movie } = pairMembers(p, nextPair());
         seq += 1;
-        append.run(seq, userId, movieId, 5, now);
-        update.run(seq, now, userId, movieId);
+        append.run(seq, user + 1, movie + 1, 5, now);
+        update.run(seq, now, user + 1, movie + 1);
       }
     });
     let wal: number | undefined;

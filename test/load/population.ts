@@ -48,23 +48,32 @@ export function writePopulation(file: string, p: Population): void {
   }
 }
 
-/** The next heartbeat of a random pair of the population, moving on from where the stored events left it. */
-export function heartbeats(p: Population, seed = 1) {
+/** Pair numbers of the population drawn at random, the same ones in every run for a seed (xorshift32). */
+export function randomPairs(p: Population, seed = 1): () => number {
   let state = seed >>> 0 || 1;
-  const random = () => {
-    // xorshift32: the same requests in every run.
+  return () => {
     state ^= state << 13;
     state ^= state >>> 17;
     state ^= state << 5;
-    return (state >>> 0) / 2 ** 32;
+    return Math.floor(((state >>> 0) / 2 ** 32) * p.pairs);
   };
+}
+
+/** A pair's user and movie, as numbered in names (`user-N`, `movie-N`); their ids are one more. */
+export function pairMembers(p: Population, pair: number): { user: number; movie: number } {
+  return { user: pair % p.users, movie: (pair + Math.floor(pair / p.users)) % p.movies };
+}
+
+/** The next heartbeat of a random pair of the population, moving on from where the stored events left it. */
+export function heartbeats(p: Population, seed = 1) {
+  const nextPair = randomPairs(p, seed);
   const rounds = Math.ceil(p.events / p.pairs);
   const moved = new Map<number, number>();
   return () => {
-    const pair = Math.floor(random() * p.pairs);
+    const pair = nextPair();
     const step = (moved.get(pair) ?? 0) + 1;
     if (moved.size < 1_000_000) moved.set(pair, step);
-    const movie = (pair + Math.floor(pair / p.users)) % p.movies;
-    return { user: `user-${pair % p.users}`, slug: `movie-${movie}`, at: (rounds + step) * 5 };
+    const { user, movie } = pairMembers(p, pair);
+    return { user: `user-${user}`, slug: `movie-${movie}`, at: (rounds + step) * 5 };
   };
 }
