@@ -389,29 +389,13 @@ export function createApp(options: AppOptions) {
   }
   let pending: PendingLookup[] = [];
 
-  const answerLookup = ({ req, res, kind, names, started }: PendingLookup) => {
-    const answered = () => record(req, res, started, LOOKUP_ROUTES[kind]);
-    const fail = (error: unknown) => {
-      onError(error, req, res);
-      answered();
-    };
-    try {
+  const answerLookup = ({ req, res, kind, names, started }: PendingLookup) =>
+    answerThen(req, res, started, LOOKUP_ROUTES[kind], () => {
+      guard(req, req.url!, res);
       const found = lookups[kind].find(names);
-      if (found instanceof Promise) {
-        found
-          .then((f) => {
-            sendLookup(req, res, kind, names, f);
-            answered();
-          })
-          .catch(fail);
-      } else {
-        sendLookup(req, res, kind, names, found);
-        answered();
-      }
-    } catch (error) {
-      fail(error);
-    }
-  };
+      if (found instanceof Promise) return found.then((f) => sendLookup(req, res, kind, names, f));
+      sendLookup(req, res, kind, names, found);
+    });
 
   /**
    * Answers the plain lookups of a turn together, once the event loop has
@@ -428,26 +412,20 @@ export function createApp(options: AppOptions) {
   /**
    * Players look up their resume point one request at a time, so these
    * lookups skip polka's routing when the path is plain (no query, no
-   * trailing slash) and its names decode and pass the rules. Anything else
-   * returns undefined and takes the ordinary routes, which answer it the same
-   * way and give every invalid path its full answer. Returns the route taken.
+   * trailing slash) and its names decode and pass the rules; it returns
+   * false for anything else, which takes the ordinary routes: they answer it
+   * the same way and give every invalid path its full answer.
    */
-  const plainLookup = (req: IncomingMessage, res: ServerResponse, started: number): string | undefined => {
+  const plainLookup = (req: IncomingMessage, res: ServerResponse, started: number): boolean => {
     const match = LOOKUP_PATH.exec(req.url ?? '');
-    if (!match) return undefined;
+    if (!match) return false;
     const [, movieSlug, user, pairSlug] = match;
     const kind: Lookup = movieSlug !== undefined ? 'movie' : pairSlug !== undefined ? 'pair' : 'user';
     const names = (kind === 'movie' ? [movieSlug] : kind === 'user' ? [user] : [user, pairSlug]).map(plainName);
-    if (names.includes(undefined)) return undefined;
-    try {
-      guard(req, req.url!, res);
-    } catch (error) {
-      onError(error, req, res);
-      return LOOKUP_ROUTES[kind];
-    }
+    if (names.includes(undefined)) return false;
     if (pending.length === 0) setImmediate(answerPending);
     pending.push({ req, res, kind, names: names as string[], started });
-    return LOOKUP_ROUTES[kind];
+    return true;
   };
 
   on('GET', '/users/:user/movies', async (req, res) => {
@@ -467,35 +445,47 @@ export function createApp(options: AppOptions) {
   const record = (req: IncomingMessage, res: ServerResponse, started: number, route?: string) =>
     metrics?.answered(route ?? routeOf(req.url ?? ''), req.method ?? '', res.statusCode, (performance.now() - started) / 1000);
 
-  /** Counts the answer in the metrics: now if it has been written (a kept lookup), else once it is. */
-  const observe = (req: IncomingMessage, res: ServerResponse, started: number, route?: string) => {
+  /**
+   * Runs what answers a request (ingest, a plain lookup), answers its failure
+   * as a problem, and counts the answer once `work` settles, by which time it
+   * has been written: a 'finish' listener a request cost a few percent.
+   */
+  const answerThen = (req: IncomingMessage, res: ServerResponse, started: number, route: string, work: () => void | Promise<void>) => {
+    const answered = () => record(req, res, started, route);
+    const fail = (error: unknown) => {
+      onError(error, req, res);
+      answered();
+    };
+    try {
+      const done = work();
+      if (done instanceof Promise) done.then(answered, fail);
+      else answered();
+    } catch (error) {
+      fail(error);
+    }
+  };
+
+  /** Counts a routed answer in the metrics: now if it has been written, else once it is. */
+  const observe = (req: IncomingMessage, res: ServerResponse, started: number) => {
     if (!metrics) return;
-    if (res.writableEnded) record(req, res, started, route);
-    else res.once('finish', () => record(req, res, started, route));
+    if (res.writableEnded) record(req, res, started);
+    else res.once('finish', () => record(req, res, started));
   };
 
   const handle = (req: IncomingMessage, res: ServerResponse) => {
     const started = metrics ? performance.now() : 0;
     // Ingest skips polka's routing too: its paths have no parameters, and nothing but its handler can answer them.
     if (req.method === 'POST' && INGEST_PATHS.has(req.url ?? '')) {
-      // Counted when ingest settles, by which time it has answered: a 'finish' listener a request cost a few percent.
-      const answered = () => record(req, res, started, req.url);
-      const fail = (error: unknown) => {
-        onError(error, req, res);
-        answered();
-      };
-      try {
+      answerThen(req, res, started, req.url!, () => {
         guard(req, req.url!, res);
-        ingest(req, res).then(answered, fail);
-      } catch (error) {
-        fail(error);
-      }
+        return ingest(req, res);
+      });
       return;
     }
-    const route = req.method === 'GET' ? plainLookup(req, res, started) : undefined;
-    if (route === undefined) app.handler(req as Request, res, undefined as never);
-    // A plain lookup is counted when it is answered, at the end of the turn, unless it was refused at once.
-    if (route === undefined || res.writableEnded) observe(req, res, started, route);
+    // A plain lookup is counted when it is answered, at the end of the turn.
+    if (req.method === 'GET' && plainLookup(req, res, started)) return;
+    app.handler(req as Request, res, undefined as never);
+    observe(req, res, started);
   };
   return Object.assign(handle, { routes });
 }
