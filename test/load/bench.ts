@@ -15,8 +15,6 @@
 // batches, with the CPU time the database and the servers took.
 //   npm run bench -- [--rounds 5] [--duration 5] [--warmup 5] [--connections 64] [--crowd 256] [--events 1000000]
 //   npm run bench -- --phases read,single   (only those HTTP phases: no rebuild, size or PostgreSQL)
-import { execFile, spawnSync } from 'node:child_process';
-import { promisify } from 'node:util';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -24,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { SqliteStore } from '../../src/store/sqlite.ts';
 import { BIN, childServer, cli } from '../helpers.ts';
 import { startPostgres } from '../support/postgres.ts';
+import { median, need, onCore, pinned, wrk as runWrk } from './wrk.ts';
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -40,22 +39,11 @@ const rebuildEvents = arg('events', 1_000_000);
 
 const BARE = fileURLToPath(new URL('./bare-server.ts', import.meta.url));
 const TSX = fileURLToPath(new URL('../../node_modules/tsx/dist/cli.mjs', import.meta.url));
-const WRK_DIR = fileURLToPath(new URL('./wrk/', import.meta.url));
 const USERS = 10_000;
 const MOVIES = 500;
 
-function need(command: string, packageName: string) {
-  if (spawnSync(command, ['--version']).error) {
-    console.error(`npm run bench needs ${command}: apt-get install ${packageName}`);
-    process.exit(2);
-  }
-}
 need('wrk', 'wrk');
 need('taskset', 'util-linux');
-const pinned = cpus().length >= 2;
-/** Servers on core 0, the load tool on core 1; unpinned on a single core. */
-const onCore = (core: number, command: string, args: string[]): [string, string[]] =>
-  pinned ? ['taskset', ['-c', String(core), command, ...args]] : [command, args];
 
 type Phase = 'single' | 'crowd' | 'read' | 'batch';
 const phasesArg = process.argv.indexOf('--phases');
@@ -88,14 +76,7 @@ async function wrk(url: string, phase: Phase, seconds: number, clients = phase =
   const script = phase === 'read' ? 'reads.lua' : 'ingest.lua';
   const size = phase === 'batch' ? 1000 : 1;
   // Each run starts where the last left off, so that every pair keeps moving forward.
-  const scriptArgs = phase === 'read' ? [] : ['--', String(size), String(start)];
-  const [command, args] = onCore(1, 'wrk', [
-    '-t1', `-c${clients}`, `-d${seconds}s`, '--timeout', '10s', '-s', path.join(WRK_DIR, script), url, ...scriptArgs,
-  ]);
-  const { stdout: out } = await promisify(execFile)(command, args, { env: { ...process.env, WRK_REPORT: path.join(WRK_DIR, 'report.lua') }, encoding: 'utf8' });
-  const line = /WRK_RESULT (.*)/.exec(out);
-  if (!line) throw new Error(`wrk printed no result:\n${out}`);
-  const r = JSON.parse(line[1]) as { requests: number; durationUs: number; p50Us: number; p99Us: number; socketErrors: number; non2xx: number };
+  const r = await runWrk(url, script, phase === 'read' ? [] : [String(size), String(start)], clients, seconds);
   if (phase !== 'read') eventsSent += r.requests * size;
   return {
     rate: (r.requests * size) / (r.durationUs / 1e6),
@@ -113,11 +94,6 @@ async function start(command: string, args: string[], env: Record<string, string
   return { ...server, url: await server.listening };
 }
 
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-};
 
 /** The pid of the server itself, under taskset (which execs, so it is the same pid). */
 const peakRss = (pid: number) => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
