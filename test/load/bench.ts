@@ -94,7 +94,6 @@ async function start(command: string, args: string[], env: Record<string, string
   return { ...server, url: await server.listening };
 }
 
-
 /** The pid of the server itself, under taskset (which execs, so it is the same pid). */
 const peakRss = (pid: number) => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
 
