@@ -7,7 +7,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
-import { BIN, childServer, cleanupAfter, get, post, serve, tempDir } from './helpers.ts';
+import { childServer, cleanupAfter, get, post, serve, serveArgs, tempDir } from './helpers.ts';
 
 const storedIds = (db: string) => {
   const conn = new Database(db, { readonly: true });
@@ -67,7 +67,7 @@ describe('storage faults', () => {
     const cleanup = cleanupAfter(t);
     const db = path.join(tempDir(cleanup), 'w.db');
     // A file-size limit on the server process: its writes past 2 MB fail as on a full disk.
-    const server = childServer('prlimit', ['--fsize=2000000:unlimited', process.execPath, BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--db', db]);
+    const server = childServer('prlimit', ['--fsize=2000000:unlimited', process.execPath, ...serveArgs(['--db', db])]);
     const { child } = server;
     cleanup(() => child.kill('SIGKILL'));
     const base = await server.listening;

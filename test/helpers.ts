@@ -123,9 +123,11 @@ export function snapshot(db: string) {
   }
 }
 
+/** The arguments to node of `watchtime serve` on 127.0.0.1 (port 0 unless args say otherwise). */
+export const serveArgs = (args: string[]) => [BIN, 'serve', '--host', '127.0.0.1', '--port', '0', ...args];
+
 /** `watchtime serve` as a child process on 127.0.0.1 (port 0 unless args say otherwise). */
-export const serverProcess = (args: string[], env: Record<string, string> = {}) =>
-  childServer(process.execPath, [BIN, 'serve', '--host', '127.0.0.1', '--port', '0', ...args], env);
+export const serverProcess = (args: string[], env: Record<string, string> = {}) => childServer(process.execPath, serveArgs(args), env);
 
 /** A server process that says "listening on 127.0.0.1:PORT" on stderr once it listens. */
 export function childServer(command: string, args: string[], env: Record<string, string> = {}) {

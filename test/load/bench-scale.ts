@@ -14,9 +14,9 @@ import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import autocannon from 'autocannon';
 import Database from 'better-sqlite3';
-import { BIN, childServer, cli, serverProcess } from '../helpers.ts';
+import { cli, serveArgs, serverProcess } from '../helpers.ts';
 import { heartbeats, pairMembers, population, randomPairs, writePopulation, type Population } from './population.ts';
-import { median, need, onCore, wrk } from './wrk.ts';
+import { median, need, startPinned, wrk } from './wrk.ts';
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -68,15 +68,14 @@ async function readRates(databases: { small: string; large: string }, population
   const names = ['small', 'large'] as const;
   const started = await Promise.all(
     names.map(async (name) => {
-      const server = childServer(...onCore(0, process.execPath, [BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--db', databases[name]]));
       const paths = path.join(dir, `${name}-lookups.txt`);
       writeLookups(paths, populations[name]);
-      return { server, url: await server.listening, paths, sent: 0, rates: [] as number[] };
+      return { server: await startPinned(process.execPath, serveArgs(['--db', databases[name]])), paths, sent: 0, rates: [] as number[] };
     }),
   );
   const run = async (i: number, seconds: number) => {
     const s = started[i];
-    const r = await wrk(s.url, 'paths.lua', [s.paths, String(s.sent)], READ_CONNECTIONS, seconds);
+    const r = await wrk(s.server.url, 'paths.lua', [s.paths, String(s.sent)], READ_CONNECTIONS, seconds);
     s.sent += r.requests;
     return r.requests / (r.durationUs / 1e6);
   };

@@ -20,9 +20,9 @@ import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SqliteStore } from '../../src/store/sqlite.ts';
-import { BIN, childServer, cli } from '../helpers.ts';
+import { cli, serveArgs, serverProcess } from '../helpers.ts';
 import { startPostgres } from '../support/postgres.ts';
-import { median, need, onCore, pinned, wrk as runWrk } from './wrk.ts';
+import { median, need, pinned, startPinned, wrk as runWrk } from './wrk.ts';
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -49,9 +49,10 @@ type Phase = 'single' | 'crowd' | 'read' | 'batch';
 const phasesArg = process.argv.indexOf('--phases');
 const onlyPhases = phasesArg > 0;
 const PHASES = (onlyPhases ? process.argv[phasesArg + 1].split(',') : ['single', 'crowd', 'read', 'batch']) as Phase[];
+const clientsOf = (phase: Phase) => (phase === 'crowd' ? crowd : connections);
 const LABEL: Record<Phase, string> = {
-  single: `single-event POST /, ${connections} connections`,
-  crowd: `single-event POST /, ${crowd} connections`,
+  single: `single-event POST /, ${clientsOf('single')} connections`,
+  crowd: `single-event POST /, ${clientsOf('crowd')} connections`,
   read: 'reads (3 lookups, 1 in 4 a 404)',
   batch: '1,000-event batches',
 };
@@ -61,8 +62,6 @@ interface Run {
   rate: number;
   /** Requests answered, or events for batches. */
   units: number;
-  /** The server's CPU time (all its processes and threads) a request, or an event for batches; set by measured(). */
-  cpuUs: number;
   p50Ms: number;
   p99Ms: number;
   socketErrors: number;
@@ -72,7 +71,12 @@ interface Run {
 
 let eventsSent = 0;
 
-async function wrk(url: string, phase: Phase, seconds: number, clients = phase === 'crowd' ? crowd : connections, start = eventsSent): Promise<Run> {
+interface Measured extends Run {
+  /** The server's CPU time (all its processes and threads) a request, or an event for batches. */
+  cpuUs: number;
+}
+
+async function wrk(url: string, phase: Phase, seconds: number, clients = clientsOf(phase), start = eventsSent): Promise<Run> {
   const script = phase === 'read' ? 'reads.lua' : 'ingest.lua';
   const size = phase === 'batch' ? 1000 : 1;
   // Each run starts where the last left off, so that every pair keeps moving forward.
@@ -81,17 +85,11 @@ async function wrk(url: string, phase: Phase, seconds: number, clients = phase =
   return {
     rate: (r.requests * size) / (r.durationUs / 1e6),
     units: r.requests * size,
-    cpuUs: NaN,
     p50Ms: r.p50Us / 1000,
     p99Ms: r.p99Us / 1000,
     socketErrors: r.socketErrors,
     non2xx: r.non2xx,
   };
-}
-
-async function start(command: string, args: string[], env: Record<string, string> = {}) {
-  const server = childServer(...onCore(0, command, args), env);
-  return { ...server, url: await server.listening };
 }
 
 /** The pid of the server itself, under taskset (which execs, so it is the same pid). */
@@ -146,12 +144,11 @@ function processTree(root: number): number[] {
 }
 
 /** A measured run, with the server's CPU time a request (an event for batches) over it. */
-async function measured(server: { child: { pid?: number }; url: string }, phase: Phase): Promise<Run> {
+async function measured(server: { child: { pid?: number }; url: string }, phase: Phase): Promise<Measured> {
   const pids = processTree(server.child.pid!);
   const before = cpuSeconds(pids);
   const run = await wrk(server.url, phase, duration);
-  run.cpuUs = ((cpuSeconds(pids) - before) * 1e6) / run.units;
-  return run;
+  return { ...run, cpuUs: ((cpuSeconds(pids) - before) * 1e6) / run.units };
 }
 
 /** PostgreSQL's processes: the postmaster and one backend a connection. */
@@ -180,7 +177,7 @@ async function postgresFigures(): Promise<string[]> {
       const db = await database.newDatabase();
       const servers = await Promise.all(
         Array.from({ length: count }, async () => {
-          const server = childServer(process.execPath, [BIN, 'serve', '--db', db, '--port', '0', '--host', '127.0.0.1']);
+          const server = serverProcess(['--db', db]);
           return { ...server, url: await server.listening };
         }),
       );
@@ -219,14 +216,14 @@ async function postgresFigures(): Promise<string[]> {
 const dir = mkdtempSync(path.join(tmpdir(), 'watchtime-bench-'));
 try {
   const servers = {
-    bare: await start(process.execPath, [TSX, BARE]),
-    watchtime: await start(process.execPath, [BIN, 'serve', '--db', path.join(dir, 'served.db'), '--port', '0', '--host', '127.0.0.1']),
+    bare: await startPinned(process.execPath, [TSX, BARE]),
+    watchtime: await startPinned(process.execPath, serveArgs(['--db', path.join(dir, 'served.db')])),
     // Reads only: the bare server answering GETs at the end of the turn, as watchtime answers its lookups.
-    grouped: await start(process.execPath, [TSX, BARE], { BARE_GROUPED: '1' }),
+    grouped: await startPinned(process.execPath, [TSX, BARE], { BARE_GROUPED: '1' }),
   };
   const names = ['bare', 'watchtime'] as const;
   const namesFor = (phase: Phase) => (phase === 'read' ? (['bare', 'watchtime', 'grouped'] as const) : names);
-  const runs: Record<keyof typeof servers, Record<Phase, Run[]>> = {
+  const runs: Record<keyof typeof servers, Record<Phase, Measured[]>> = {
     bare: { single: [], crowd: [], read: [], batch: [] },
     watchtime: { single: [], crowd: [], read: [], batch: [] },
     grouped: { single: [], crowd: [], read: [], batch: [] },
@@ -331,7 +328,7 @@ try {
   console.log('targets:');
   const singleMet = (phase: Phase) => ratios[phase] >= 0.8 && p99s[phase][1] <= 1.5 * p99s[phase][0];
   for (const phase of ['crowd', 'single'] as const) {
-    console.log(`  ${mark(singleMet(phase))} single-event ingest >= 0.8 of bare, p99 <= 1.5 x bare's, ${LABEL[phase].split(', ')[1]}`);
+    console.log(`  ${mark(singleMet(phase))} single-event ingest >= 0.8 of bare, p99 <= 1.5 x bare's, ${clientsOf(phase)} connections`);
   }
   console.log(
     `  ${mark(ratios.read >= 0.9)} reads >= 0.9 of bare ` +

@@ -3,7 +3,7 @@
 // MOVIE_PARTS in src/store/postgres.ts (16, or 1 for a single totals row).
 //   npm run build && tsx test/load/hot-movie.ts
 import { execFile } from 'node:child_process';
-import { BIN, childServer } from '../helpers.ts';
+import { serverProcess } from '../helpers.ts';
 import { startPostgres } from '../support/postgres.ts';
 
 const postgres = await startPostgres();
@@ -11,7 +11,7 @@ try {
   const db = await postgres.newDatabase();
   const servers = await Promise.all(
     [0, 1, 2].map(async () => {
-      const server = childServer(process.execPath, [BIN, 'serve', '--db', db, '--port', '0', '--host', '127.0.0.1']);
+      const server = serverProcess(['--db', db]);
       return { ...server, url: await server.listening };
     }),
   );

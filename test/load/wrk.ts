@@ -5,6 +5,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { childServer } from '../helpers.ts';
 
 export const WRK_DIR = fileURLToPath(new URL('./wrk/', import.meta.url));
 
@@ -20,6 +21,12 @@ export const pinned = cpus().length >= 2;
 /** Servers on core 0, the load tool on core 1; unpinned on a single core. */
 export const onCore = (core: number, command: string, args: string[]): [string, string[]] =>
   pinned ? ['taskset', ['-c', String(core), command, ...args]] : [command, args];
+
+/** A server started on core 0, once it listens. */
+export async function startPinned(command: string, args: string[], env: Record<string, string> = {}) {
+  const server = childServer(...onCore(0, command, args), env);
+  return { ...server, url: await server.listening };
+}
 
 export const median = (values: number[]) => {
   const sorted = [...values].sort((a, b) => a - b);
