@@ -74,8 +74,8 @@ type Populations = { small: Population; large: Population };
 /**
  * A phase measured as npm run bench measures: both servers up, pinned to
  * core 0 in turn and wrk to core 1, each warmed for a phase, then alternating
- * for the rounds, wrk replaying the lines of the population's file with
- * `script`. Right after start-up a server's caches are cold on a large
+ * for the rounds, wrk replaying the lines of the population's file as GET
+ * paths or as POST bodies (wrk/lines.lua). Right after start-up a server's caches are cold on a large
  * database and warm at once on a small one, which says how fast it warms, not
  * what a request costs. Rates a round, per database.
  */
@@ -83,23 +83,23 @@ async function alternating(
   databases: Databases,
   populations: Populations,
   writeFile: (file: string, p: Population) => void,
-  script: string,
+  method: 'GET' | 'POST',
   clients: number,
 ) {
   const names = ['small', 'large'] as const;
   const started = await Promise.all(
     names.map(async (name) => {
-      const lines = path.join(dir, `${name}-${script}.txt`);
+      const lines = path.join(dir, `${name}-${method}.txt`);
       writeFile(lines, populations[name]);
       return { server: await startPinned(process.execPath, serveArgs(['--db', databases[name]])), lines, sent: 0, rates: [] as number[] };
     }),
   );
   const run = async (i: number) => {
     const s = started[i];
-    const r = await wrk(s.server.url, script, [s.lines, String(s.sent)], clients, duration);
+    const r = await wrk(s.server.url, 'lines.lua', [s.lines, String(s.sent), method], clients, duration);
     // Lookups of unknown names answer 404 by design; an event refused is a failure.
-    if (r.socketErrors > 0 || (script === 'posts.lua' && r.non2xx > 0)) {
-      throw new Error(`${script}: ${r.non2xx} answers not 2xx, ${r.socketErrors} socket errors`);
+    if (r.socketErrors > 0 || (method === 'POST' && r.non2xx > 0)) {
+      throw new Error(`${method}: ${r.non2xx} answers not 2xx, ${r.socketErrors} socket errors`);
     }
     s.sent += r.requests;
     return r.requests / (r.durationUs / 1e6);
@@ -293,10 +293,10 @@ try {
   const little = await measure('small', path.join(dir, 'small.db'), small);
   const databases = { small: path.join(dir, 'small.db'), large: path.join(dir, 'large.db') };
   const populations = { small, large };
-  const reads = await alternating(databases, populations, writeLookups, 'paths.lua', READ_CONNECTIONS);
+  const reads = await alternating(databases, populations, writeLookups, 'GET', READ_CONNECTIONS);
   const singles = [];
   for (const clients of SINGLE_CONNECTIONS) {
-    singles.push({ clients, ...(await alternating(databases, populations, writeHeartbeats, 'posts.lua', clients)) });
+    singles.push({ clients, ...(await alternating(databases, populations, writeHeartbeats, 'POST', clients)) });
   }
   const serverRssMb = {
     small: Math.max(little.serverRssMb, reads.rssMb.small, ...singles.map((r) => r.rssMb.small)),
