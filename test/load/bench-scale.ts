@@ -75,9 +75,9 @@ type Populations = { small: Population; large: Population };
  * A phase measured as npm run bench measures: both servers up, pinned to
  * core 0 in turn and wrk to core 1, each warmed for a phase, then alternating
  * for the rounds, wrk replaying the lines of the population's file as GET
- * paths or as POST bodies (wrk/lines.lua). Right after start-up a server's caches are cold on a large
- * database and warm at once on a small one, which says how fast it warms, not
- * what a request costs. Rates a round, per database.
+ * paths or as POST bodies (wrk/lines.lua). Right after start-up a server's
+ * caches are cold on a large database and warm at once on a small one, which
+ * says how fast it warms, not what a request costs. Rates a round, per database.
  */
 async function alternating(
   databases: Databases,
