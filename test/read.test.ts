@@ -94,7 +94,13 @@ for (const backend of ['SQLite', 'PostgreSQL'] as const) describe(`reads (${back
     assert.ok(expected.some((a) => a.startsWith('200')) && expected.some((a) => a.startsWith('404')));
     const { port } = new URL(base);
     const sockets = await Promise.all(
-      paths.map(() => new Promise<Socket>((resolve, reject) => connect(Number(port), '127.0.0.1').once('connect', function (this: Socket) { resolve(this); }).once('error', reject))),
+      paths.map(
+        () =>
+          new Promise<Socket>((resolve, reject) => {
+            const socket = connect(Number(port), '127.0.0.1');
+            socket.once('connect', () => resolve(socket)).once('error', reject);
+          }),
+      ),
     );
     await new Promise((resolve) => setTimeout(resolve, 50)); // for the server to accept them all
     const answers = sockets.map(

@@ -68,40 +68,38 @@ function writeHeartbeats(file: string, p: Population) {
   writeLines(file, 1_000_000, () => JSON.stringify(next()));
 }
 
-type Databases = { small: string; large: string };
-type Populations = { small: Population; large: Population };
+/** A file per database: `.small` and `.large`. */
+type PerDatabase = { small: string; large: string };
+
+/** How far the phases so far have replayed each file of lines, so that the next goes on from there. */
+const replayed = new Map<string, number>();
 
 /**
  * A phase measured as npm run bench measures: both servers up, pinned to
  * core 0 in turn and wrk to core 1, each warmed for a phase, then alternating
- * for the rounds, wrk replaying the lines of the population's file as GET
- * paths or as POST bodies (wrk/lines.lua). Right after start-up a server's
- * caches are cold on a large database and warm at once on a small one, which
- * says how fast it warms, not what a request costs. Rates a round, per database.
+ * for the rounds, wrk replaying each database's file of lines as GET paths
+ * or as POST bodies (wrk/lines.lua). Right after start-up a server's caches
+ * are cold on a large database and warm at once on a small one, which says
+ * how fast it warms, not what a request costs. Rates a round, per database.
  */
-async function alternating(
-  databases: Databases,
-  populations: Populations,
-  writeFile: (file: string, p: Population) => void,
-  method: 'GET' | 'POST',
-  clients: number,
-) {
+async function alternating(databases: PerDatabase, lines: PerDatabase, method: 'GET' | 'POST', clients: number) {
   const names = ['small', 'large'] as const;
   const started = await Promise.all(
-    names.map(async (name) => {
-      const lines = path.join(dir, `${name}-${method}.txt`);
-      writeFile(lines, populations[name]);
-      return { server: await startPinned(process.execPath, serveArgs(['--db', databases[name]])), lines, sent: 0, rates: [] as number[] };
-    }),
+    names.map(async (name) => ({
+      server: await startPinned(process.execPath, serveArgs(['--db', databases[name]])),
+      lines: lines[name],
+      rates: [] as number[],
+    })),
   );
   const run = async (i: number) => {
     const s = started[i];
-    const r = await wrk(s.server.url, 'lines.lua', [s.lines, String(s.sent), method], clients, duration);
+    const from = replayed.get(s.lines) ?? 0;
+    const r = await wrk(s.server.url, 'lines.lua', [s.lines, String(from), method], clients, duration);
     // Lookups of unknown names answer 404 by design; an event refused is a failure.
     if (r.socketErrors > 0 || (method === 'POST' && r.non2xx > 0)) {
       throw new Error(`${method}: ${r.non2xx} answers not 2xx, ${r.socketErrors} socket errors`);
     }
-    s.sent += r.requests;
+    replayed.set(s.lines, from + r.requests);
     return r.requests / (r.durationUs / 1e6);
   };
   for (let i = 0; i < names.length; i++) await run(i);
@@ -230,27 +228,28 @@ type Statements<Name extends string> = Record<Name, Database.Statement>;
 /**
  * SQLite alone, with none of watchtime's code: µs a step, each step on a pair
  * drawn as the load draws them, with the server's statements and page cache,
- * read-only, after a second's warm-up.
+ * read-only, after a second's warm-up. `stepOf` makes the step once from the
+ * prepared statements.
  */
 function sqliteAlone<Name extends 'userId' | 'pairState' | 'user' | 'pair'>(
   file: string,
   p: Population,
   names: readonly Name[],
-  step: (q: Statements<Name>, user: string, slug: string, movieId: number) => unknown,
+  stepOf: (q: Statements<Name>) => (user: string, slug: string, movieId: number) => unknown,
   seconds = duration,
 ): number {
   const db = new Database(file, { readonly: true });
   try {
     db.pragma('cache_size = -16384');
     const sql = namedQueries('sqlite', names);
-    const q = Object.fromEntries(names.map((name) => [name, db.prepare(sql[name])])) as Statements<Name>;
+    const step = stepOf(Object.fromEntries(names.map((name) => [name, db.prepare(sql[name])])) as Statements<Name>);
     const nextPair = randomPairs(p, 101);
     const loop = (until: number) => {
       let done = 0;
       while (performance.now() < until) {
         for (let i = 0; i < 1_000; i++) {
           const { user, movie } = pairMembers(p, nextPair());
-          if (step(q, `user-${user}`, `movie-${movie}`, movie + 1) === undefined) throw new Error(`no pair for user-${user}`);
+          if (step(`user-${user}`, `movie-${movie}`, movie + 1) === undefined) throw new Error(`no pair for user-${user}`);
         }
         done += 1_000;
       }
@@ -272,17 +271,18 @@ function sqliteAlone<Name extends 'userId' | 'pairState' | 'user' | 'pair'>(
  * them, unless it held every user's id and every pair's state in memory.
  */
 const eventReads = (file: string, p: Population) =>
-  sqliteAlone(file, p, ['userId', 'pairState'], (q, user, _slug, movieId) =>
-    q.pairState.get(q.userId.pluck().get(user), movieId),
-  );
+  sqliteAlone(file, p, ['userId', 'pairState'], (q) => {
+    const idOf = q.userId.pluck(); // as the server reads it
+    return (user, _slug, movieId) => q.pairState.get(idOf.get(user), movieId);
+  });
 
 /**
  * A lookup of a known user's totals and of a pair, as the server asks SQLite
  * when it has no answer kept: on the large database, for nearly all of them.
  */
 const lookupReads = (file: string, p: Population) => ({
-  user: sqliteAlone(file, p, ['user'], (q, user) => q.user.get(user)),
-  pair: sqliteAlone(file, p, ['pair'], (q, user, slug) => q.pair.get(user, slug)),
+  user: sqliteAlone(file, p, ['user'], (q) => (user) => q.user.get(user)),
+  pair: sqliteAlone(file, p, ['pair'], (q) => (user, slug) => q.pair.get(user, slug)),
 });
 
 const dir = mkdtempSync(path.join(tmpdir(), 'watchtime-scale-'));
@@ -292,12 +292,15 @@ try {
   const big = await measure('large', path.join(dir, 'large.db'), large);
   const little = await measure('small', path.join(dir, 'small.db'), small);
   const databases = { small: path.join(dir, 'small.db'), large: path.join(dir, 'large.db') };
-  const populations = { small, large };
-  const reads = await alternating(databases, populations, writeLookups, 'GET', READ_CONNECTIONS);
-  const singles = [];
-  for (const clients of SINGLE_CONNECTIONS) {
-    singles.push({ clients, ...(await alternating(databases, populations, writeHeartbeats, 'POST', clients)) });
+  const lookupFiles = { small: path.join(dir, 'small-lookups.txt'), large: path.join(dir, 'large-lookups.txt') };
+  const heartbeatFiles = { small: path.join(dir, 'small-heartbeats.txt'), large: path.join(dir, 'large-heartbeats.txt') };
+  for (const [name, p] of [['small', small], ['large', large]] as const) {
+    writeLookups(lookupFiles[name], p);
+    writeHeartbeats(heartbeatFiles[name], p);
   }
+  const reads = await alternating(databases, lookupFiles, 'GET', READ_CONNECTIONS);
+  const singles = [];
+  for (const clients of SINGLE_CONNECTIONS) singles.push({ clients, ...(await alternating(databases, heartbeatFiles, 'POST', clients)) });
   const serverRssMb = {
     small: Math.max(little.serverRssMb, reads.rssMb.small, ...singles.map((r) => r.rssMb.small)),
     large: Math.max(big.serverRssMb, reads.rssMb.large, ...singles.map((r) => r.rssMb.large)),
