@@ -61,38 +61,42 @@ interface SchemaError {
 }
 
 // TypeBox says "must not have fewer than 1 characters"; say the rule in the
-// field's own words instead.
-function describe(error: SchemaError): { path: string; rule: string } {
+// field's own words instead. One `required` error names every missing
+// property: each is a problem of its own.
+function describe(error: SchemaError): { path: string; rule: string }[] {
   const { keyword, params } = error;
+  const at = (rule: string) => [{ path: error.instancePath, rule }];
   switch (keyword) {
-    case 'required': {
-      const missing = (params.requiredProperties as string[])[0];
-      return { path: `${error.instancePath}/${missing}`, rule: 'is required' };
-    }
+    case 'required':
+      return (params.requiredProperties as string[]).map((missing) => ({
+        path: `${error.instancePath}/${missing}`,
+        rule: 'is required',
+      }));
     case 'type':
-      return { path: error.instancePath, rule: `must be ${TYPE_NAMES[params.type as string] ?? params.type}` };
+      return at(`must be ${TYPE_NAMES[params.type as string] ?? params.type}`);
     case 'minLength':
-      return { path: error.instancePath, rule: `must be at least ${params.limit} character${params.limit === 1 ? '' : 's'} long` };
+      return at(`must be at least ${params.limit} character${params.limit === 1 ? '' : 's'} long`);
     case 'maxLength':
-      return { path: error.instancePath, rule: `must be at most ${params.limit} characters long` };
+      return at(`must be at most ${params.limit} characters long`);
     case 'pattern':
-      return { path: error.instancePath, rule: 'must not contain control characters or unpaired surrogates' };
+      return at('must not contain control characters or unpaired surrogates');
     case 'minimum':
-      return { path: error.instancePath, rule: `must be at least ${params.limit}` };
+      return at(`must be at least ${params.limit}`);
     case 'maximum':
-      return { path: error.instancePath, rule: `must be at most ${params.limit}` };
+      return at(`must be at most ${params.limit}`);
     default:
-      return { path: error.instancePath, rule: error.message };
+      return at(error.message);
   }
 }
 
 function toFieldErrors(errors: Iterable<SchemaError>, prefix: string, rootName: string): FieldError[] {
   const out: FieldError[] = [];
   for (const error of errors) {
-    const { path, rule } = describe(error);
-    // "at must be an integer": the message names the field, the pointer locates it.
-    const field = path.split('/').pop() || rootName;
-    out.push({ pointer: prefix + path, message: `${field} ${rule}` });
+    for (const { path, rule } of describe(error)) {
+      // "at must be an integer": the message names the field, the pointer locates it.
+      const field = path.split('/').pop() || rootName;
+      out.push({ pointer: prefix + path, message: `${field} ${rule}` });
+    }
   }
   return out;
 }

@@ -65,6 +65,18 @@ describe('event validation', () => {
     });
   }
 
+  test('names every missing field, not only the first', async () => {
+    const res = await post(base, { at: 1 });
+    assert.equal(res.status, 400);
+    assert.deepEqual(res.body.errors, [
+      { pointer: '/user', message: 'user is required' },
+      { pointer: '/slug', message: 'slug is required' },
+    ]);
+    const empty = await post(base, [{}]);
+    assert.deepEqual(empty.body.errors.map((e: { pointer: string }) => e.pointer), ['/0/user', '/0/slug', '/0/at']);
+    assert.equal(storedEvents(), 0);
+  });
+
   test('lists every problem of every bad event in a batch, by index', async () => {
     const res = await post(base, [valid, { user: '', slug: 'm', at: 1.5 }, valid, 5, { slug: 'm', at: 1 }]);
     assert.equal(res.status, 400);
