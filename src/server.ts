@@ -39,7 +39,8 @@ export interface RunningServer {
 
 export async function startServer(config: ServerConfig, log: Logger = createLogger()): Promise<RunningServer> {
   // busyTimeout 0: a locked database must not block the event loop; the queue retries instead.
-  const store = await openStore(config.db, { busyTimeoutMs: 0, syncInBackground: true });
+  // serveLock: one serving process per SQLite file (PostgreSQL takes none).
+  const store = await openStore(config.db, { busyTimeoutMs: 0, syncInBackground: true, serveLock: { host: config.host, port: config.port } });
   let settingsInForce = {};
   try {
     const stored = await store.settings();

@@ -19,10 +19,6 @@ PRAGMA data_version;
 -- name: lastSeq
 SELECT coalesce(max(seq), 0) FROM events;
 
--- name: generation
--- Changes when a rebuild swaps in new totals.
-SELECT generation FROM settings WHERE id = 1;
-
 -- name: clientIdExists
 SELECT 1 FROM events WHERE client_id = ?;
 

@@ -1,6 +1,7 @@
 // watchtime's command line: serve, query, rebuild, generate.
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
+import { ServeLockError } from '../store/serve-lock.ts';
 import { DatabaseUnusableError } from '../store/sqlite.ts';
 import { SettingsMismatchError } from '../accounting.ts';
 import { registerGenerate } from './generate.ts';
@@ -33,7 +34,7 @@ try {
   } else if (error instanceof CliError) {
     process.stderr.write(`watchtime: ${error.message}\n`);
     process.exitCode = error.exitCode;
-  } else if (error instanceof DatabaseUnusableError || error instanceof SettingsMismatchError) {
+  } else if (error instanceof DatabaseUnusableError || error instanceof SettingsMismatchError || error instanceof ServeLockError) {
     process.stderr.write(`watchtime: ${error.message}\n`);
     process.exitCode = EXIT.failure;
   } else if ((error as { code?: string }).code === 'EADDRINUSE') {

@@ -39,6 +39,18 @@ export function integer(min: number, max: number) {
   };
 }
 
+/**
+ * A bearer token: an empty one (an unset shell variable) would leave the API
+ * open without a word, and one with spaces or other than visible ASCII could
+ * never be sent back in an Authorization header as given.
+ */
+export function bearerToken(raw: string): string {
+  if (!/^[\x21-\x7e]+$/.test(raw)) {
+    throw new InvalidArgumentError('must be one or more visible ASCII characters, with no spaces (unset the option to leave the routes open).');
+  }
+  return raw;
+}
+
 /** `--flag <value>` that can also come from WATCHTIME_FLAG. */
 export function envOption(flags: string, description: string): Option {
   const long = /--([a-z-]+)/.exec(flags)![1];

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { LogLevel } from '../log.ts';
-import { accountingOptions, dbOption, envOption, integer, LOG_LEVELS, SERVER_DEFAULTS } from './options.ts';
+import { accountingOptions, bearerToken, dbOption, envOption, integer, LOG_LEVELS, SERVER_DEFAULTS } from './options.ts';
 
 interface ServeOptions {
   host: string;
@@ -25,8 +25,8 @@ export function registerServe(program: Command): void {
     .addOption(dbOption());
   for (const option of accountingOptions()) command.addOption(option);
   command
-    .addOption(envOption('--ingest-token <token>', 'require Authorization: Bearer <token> on every POST'))
-    .addOption(envOption('--read-token <token>', 'require Authorization: Bearer <token> on every read but /livez and /readyz'))
+    .addOption(envOption('--ingest-token <token>', 'require Authorization: Bearer <token> on every POST').argParser(bearerToken))
+    .addOption(envOption('--read-token <token>', 'require Authorization: Bearer <token> on every read but /livez and /readyz').argParser(bearerToken))
     .addOption(envOption('--flush-ms <ms>', 'longest the oldest queued event waits before its flush starts; also the retry interval while the database is locked').argParser(integer(1, 10_000)).default(SERVER_DEFAULTS.flushMs))
     .addOption(envOption('--batch-size <events>', 'most events committed in one transaction').argParser(integer(1, 1_000_000)).default(SERVER_DEFAULTS.batchSize))
     .addOption(envOption('--queue-size <events>', 'most events waiting for a commit; past it POSTs get 503').argParser(integer(1, 10_000_000)).default(SERVER_DEFAULTS.queueSize))

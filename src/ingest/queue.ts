@@ -50,6 +50,7 @@ interface Waiting {
 export interface QueueStats {
   /** Events queued and not yet committed. */
   depth: number;
+  /** Events this server stored; a duplicate of a stored id is not stored again, so it is not counted. */
   committedEvents: number;
   duplicateEvents: number;
   batches: number;
@@ -188,7 +189,7 @@ export class IngestQueue {
       }
       this.duplicateEvents += batchDuplicates;
       this.options.onFlushed?.(events.length, batchDuplicates, seconds);
-      this.committedEvents += events.length;
+      this.committedEvents += events.length - batchDuplicates;
       this.depth -= events.length;
       this.batches += 1;
       this.lastError = undefined;

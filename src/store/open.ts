@@ -9,6 +9,7 @@ export async function openStore(db: string, options: SqliteOptions = {}): Promis
   if (isPostgresUrl(db)) {
     // Loaded only when asked for: the SQLite server and CLI neither wait for pg nor hold it in memory.
     const { PostgresStore } = await import('./postgres.ts');
+    // No serve lock: several servers sharing one PostgreSQL database is what it is for.
     return PostgresStore.open(db, { readonly: options.readonly });
   }
   return new SqliteStore(db, options);

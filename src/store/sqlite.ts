@@ -1,5 +1,5 @@
 // The embedded store: one SQLite file in WAL mode, written by one connection.
-import { mkdirSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { LRUCache } from 'lru-cache';
@@ -7,6 +7,7 @@ import type { AccountingRule } from '../accounting.ts';
 import { pairAnswerKey, ReadCache, UNKNOWN } from './read-cache.ts';
 import { page, withIsoTime, type Row } from './rows.ts';
 import { rebuildOnline } from './sqlite-rebuild.ts';
+import { ServeLock, type ServeAddress } from './serve-lock.ts';
 import { migrations, namedQueries } from './sql-files.ts';
 import { pairKey, Tally, writeTally, type PairRow } from './tally.ts';
 import { WalSync } from './wal-sync.ts';
@@ -23,7 +24,7 @@ import {
 } from './store.ts';
 
 const QUERY_NAMES = [
-  'readSettings', 'writeSettings', 'lastSeq', 'generation', 'clientIdExists', 'userId', 'insertUser', 'movieId',
+  'readSettings', 'writeSettings', 'lastSeq', 'clientIdExists', 'userId', 'insertUser', 'movieId',
   'insertMovie', 'insertEvent', 'pairState', 'insertPair', 'updatePair', 'addToMovie',
   'movie', 'user', 'pair', 'userMovies', 'topMovies', 'touchSettings', 'dataVersion',
 ] as const;
@@ -61,7 +62,15 @@ export interface SqliteOptions {
    * requests meanwhile. Otherwise every commit syncs before it returns.
    */
   syncInBackground?: boolean;
+  /**
+   * For the server: take the file's serve lock (./serve-lock.ts), refusing
+   * the file while another server holds it; released at close().
+   */
+  serveLock?: ServeAddress;
 }
+
+/** Tables every watchtime database has from its first migration on. */
+const OUR_TABLES = ['settings', 'events', 'users', 'movies'];
 
 const latestVersion = (steps: { version: number }[]) => steps.at(-1)?.version ?? 0;
 
@@ -71,10 +80,11 @@ export class SqliteStore implements Store {
   private readonly ingestBatch: Database.Transaction<(events: ReceivedEvent[]) => BatchOutcome>;
   private readonly probe: Database.Transaction<() => void>;
   private readonly walSync: WalSync | undefined;
+  private readonly serveLock: ServeLock | undefined;
 
   constructor(readonly file: string, options: SqliteOptions = {}) {
     const readonly = options.readonly ?? false;
-    if (!readonly) mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    if (!readonly) checkWritable(file);
     try {
       this.db = new Database(file, { readonly, fileMustExist: readonly });
     } catch (error) {
@@ -84,8 +94,12 @@ export class SqliteStore implements Store {
       this.db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
       this.db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
       if (readonly) {
+        this.checkOurs();
         this.checkSchema();
       } else {
+        // Before anything is written to it: another application's file stays as it was.
+        this.checkOurs();
+        if (options.serveLock) this.serveLock = ServeLock.take(file, options.serveLock);
         this.db.pragma('journal_mode = WAL');
         // An acknowledged event survives a power cut, not only a crash: every commit is
         // synced, by SQLite (FULL) or by WalSync before the batch is answered.
@@ -100,14 +114,15 @@ export class SqliteStore implements Store {
         QueryName,
         Database.Statement
       >;
-      for (const name of ['lastSeq', 'generation', 'clientIdExists', 'userId', 'insertUser', 'movieId', 'insertMovie', 'dataVersion'] as const) {
+      for (const name of ['lastSeq', 'clientIdExists', 'userId', 'insertUser', 'movieId', 'insertMovie', 'dataVersion'] as const) {
         this.q[name].pluck();
       }
       this.ingestBatch = this.db.transaction((events: ReceivedEvent[]) => this.applyBatch(events));
       this.probe = this.db.transaction(() => void this.q.touchSettings.run());
     } catch (error) {
       this.db.close();
-      throw error;
+      this.serveLock?.release();
+      throw unusable(file, error);
     }
   }
 
@@ -132,6 +147,19 @@ export class SqliteStore implements Store {
     }
   }
 
+  /** Refuses a file that holds tables but is not a watchtime database. */
+  private checkOurs(): void {
+    const tables = this.db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").pluck().all() as string[];
+    if (tables.length === 0) return; // new, or empty: ours to make
+    const ours = this.schemaVersion() > 0 && OUR_TABLES.every((name) => tables.includes(name));
+    if (!ours) {
+      throw new DatabaseUnusableError(
+        `${this.file} is not a watchtime database (it holds other tables: ${tables.slice(0, 5).join(', ')}); ` +
+          'another application\'s file is left as it is',
+      );
+    }
+  }
+
   private checkSchema(): void {
     const latest = latestVersion(migrations('sqlite'));
     const current = this.schemaVersion();
@@ -152,16 +180,14 @@ export class SqliteStore implements Store {
   }
 
   // What the last committed batches left, so that a batch need not look it up
-  // again: ids never change (a rebuild keeps them), and pair states change
-  // only through this connection or a rebuild's swap, which bumps the
-  // generation. Least recently used first out, so the cost of a lookup stays
-  // flat however many users there are.
+  // again: ids never change (a rebuild keeps them), and pair states are
+  // forgotten whenever another connection commits. Least recently used first
+  // out, so the cost of a lookup stays flat however many users there are.
   private readonly knownUserIds = new LRUCache<string, number>({ max: CACHE_ENTRIES });
   private readonly knownMovieIds = new LRUCache<string, number>({ max: CACHE_ENTRIES });
   private readonly knownPairs = new LRUCache<string, PairRow>({ max: CACHE_ENTRIES });
   private readonly answers = new ReadCache();
   private dataVersion = -1;
-  private generation = -1;
   private noticedThisTurn = false;
 
   ingest(events: ReceivedEvent[]): boolean[] | Promise<boolean[]> {
@@ -180,18 +206,18 @@ export class SqliteStore implements Store {
 
   /**
    * Forgets what another connection's commit may have made stale: every kept
-   * answer, and the pair states when a rebuild has swapped in new totals.
+   * answer and every pair state. Not only a rebuild's swap: any other writer
+   * (a second server, a script) may have moved a pair, and applying the rule
+   * from a remembered position would credit the wrong step. Checked inside
+   * the batch's transaction, so no commit can come between the check and
+   * the batch.
    */
   private noticeOtherWriters(): void {
     const version = this.q.dataVersion.get() as number;
     if (version === this.dataVersion) return; // nobody else committed
     this.dataVersion = version;
     this.answers.clear();
-    const generation = this.q.generation.get() as number;
-    if (generation !== this.generation) {
-      this.knownPairs.clear();
-      this.generation = generation;
-    }
+    this.knownPairs.clear();
   }
 
   private applyBatch(events: ReceivedEvent[]): BatchOutcome {
@@ -302,7 +328,43 @@ export class SqliteStore implements Store {
   close(): void {
     this.walSync?.close();
     if (this.db.open) this.db.close();
+    // Last: the next server may start once this one has let go of the file.
+    this.serveLock?.release();
   }
+}
+
+/**
+ * Refuses, in one line, a file this process may not write, before SQLite
+ * opens it: SQLite would open it read-only without a word and fail later,
+ * at the first write. It also creates the -wal and -shm files beside it.
+ */
+function checkWritable(file: string): void {
+  const dir = path.dirname(path.resolve(file));
+  try {
+    mkdirSync(dir, { recursive: true });
+    accessSync(dir, constants.W_OK);
+    if (existsSync(file)) accessSync(file, constants.W_OK);
+  } catch (error) {
+    const { code, path: denied } = error as NodeJS.ErrnoException;
+    throw new DatabaseUnusableError(
+      `cannot write the database ${file}: ${code ?? (error as Error).message} on ${denied ?? dir} ` +
+        '(serving and rebuilding write the file and create its -wal and -shm beside it; `watchtime query` only reads)',
+    );
+  }
+}
+
+/** An error of opening the file, as one line that says which file; other errors as they are. */
+function unusable(file: string, error: unknown): unknown {
+  if (!(error instanceof Database.SqliteError)) return error;
+  if (error.code === 'SQLITE_NOTADB') return new DatabaseUnusableError(`${file} is not a SQLite database, so not a watchtime one`);
+  // A reader of a WAL file needs its -shm, which exists while a server runs, and is made by the first reader otherwise.
+  if (error.code === 'SQLITE_READONLY_DIRECTORY') {
+    return new DatabaseUnusableError(
+      `cannot read ${file} as this user: SQLite must create ${path.basename(file)}-shm beside it and may not write in ` +
+        `${path.dirname(path.resolve(file))}; run as the file's owner, or while its server runs`,
+    );
+  }
+  return new DatabaseUnusableError(`cannot use the database ${file}: ${error.message} (${error.code})`);
 }
 
 /** Runs `fn`, turning SQLite's lock errors into the store's own. */
