@@ -2,7 +2,7 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describeRule, resolveRule, sameRule, SettingsMismatchError, type RequestedRule } from './accounting.ts';
-import { createApp } from './http/app.ts';
+import { createApp, DEFAULT_BODY_MEMORY } from './http/app.ts';
 import { IngestQueue } from './ingest/queue.ts';
 import { Metrics } from './metrics.ts';
 import { createLogger, type Logger } from './log.ts';
@@ -19,6 +19,8 @@ export interface ServerConfig {
   flushMs: number;
   batchSize: number;
   queueSize: number;
+  /** Most bytes of request bodies being read at once (default 64 MiB). */
+  bodyMemory?: number;
   /** Slow clients are cut off: headers must arrive within headersMs, the whole request within requestMs. */
   timeouts?: { headersMs: number; requestMs: number };
 }
@@ -74,6 +76,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     ingestToken: config.ingestToken,
     readToken: config.readToken,
     bodyLimit: BODY_LIMIT,
+    bodyMemory: config.bodyMemory,
     isClosing: () => closing,
     log,
     metrics,
@@ -110,6 +113,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
       flushMs: config.flushMs,
       batchSize: config.batchSize,
       queueSize: config.queueSize,
+      bodyMemory: config.bodyMemory ?? DEFAULT_BODY_MEMORY,
       ingestToken: Boolean(config.ingestToken),
       readToken: Boolean(config.readToken),
     },

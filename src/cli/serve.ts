@@ -13,6 +13,7 @@ interface ServeOptions {
   flushMs: number;
   batchSize: number;
   queueSize: number;
+  bodyMemory: number;
   logLevel: LogLevel;
 }
 
@@ -30,6 +31,7 @@ export function registerServe(program: Command): void {
     .addOption(envOption('--flush-ms <ms>', 'longest the oldest queued event waits before its flush starts; also the retry interval while the database is locked').argParser(integer(1, 10_000)).default(SERVER_DEFAULTS.flushMs))
     .addOption(envOption('--batch-size <events>', 'most events committed in one transaction').argParser(integer(1, 1_000_000)).default(SERVER_DEFAULTS.batchSize))
     .addOption(envOption('--queue-size <events>', 'most events waiting for a commit; past it POSTs get 503').argParser(integer(1, 10_000_000)).default(SERVER_DEFAULTS.queueSize))
+    .addOption(envOption('--body-memory <MiB>', 'most MiB of request bodies read at once, all clients together; past it POSTs get 503 before their body is read').argParser(integer(1, 65_536)).default(64))
     .addOption(envOption('--log-level <level>', 'least severe log lines written').choices(LOG_LEVELS).default('info'))
     .action(async (options: ServeOptions) => {
       // Loaded here, not at start: the other commands need none of the server's modules (about 25 MB).
@@ -38,6 +40,7 @@ export function registerServe(program: Command): void {
       const server = await startServer(
         {
           ...options,
+          bodyMemory: options.bodyMemory * 1024 * 1024,
           rule: { accounting: options.accounting, maxStep: options.maxStep },
         },
         log,

@@ -1,5 +1,6 @@
 // The HTTP API of SPEC section 3: routes, access checks and error answers.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import polka, { type Request } from 'polka';
@@ -12,7 +13,7 @@ import type { Logger } from '../log.ts';
 import { LOOKUP_ROUTES, routeOf, type Metrics } from '../metrics.ts';
 import { bearerCheck } from './auth.ts';
 import { openApiDocument, PROBLEM_TYPES } from './openapi.ts';
-import { bodyFormat, readBody, type BodyFormat } from './body.ts';
+import { BodyBudget, bodyFormat, ClientGoneError, discardRest, readBody, type BodyFormat } from './body.ts';
 import { badRequest, HttpProblem, notFound, notFoundProblem, sendJson, sendProblem, serviceUnavailable } from './problem.ts';
 
 export interface AppOptions {
@@ -22,6 +23,8 @@ export interface AppOptions {
   readToken?: string;
   /** Largest request body, in bytes. */
   bodyLimit: number;
+  /** Most bytes of all the bodies being read at once; past it a POST gets 503 before its body is read. */
+  bodyMemory?: number;
   /** True once shutdown has begun. */
   isClosing: () => boolean;
   log: Logger;
@@ -29,6 +32,9 @@ export interface AppOptions {
 }
 
 const INGEST_PATHS = new Set(['/', '/events']);
+export const DEFAULT_BODY_MEMORY = 64 * 1024 * 1024;
+/** HTTP's own status for a client that closed its request before the answer (nginx's). */
+const CLIENT_CLOSED_REQUEST = 499;
 const DEFAULT_PAGE = 20;
 const MAX_PAGE = 1000;
 
@@ -187,12 +193,44 @@ function toProblem(error: unknown): HttpProblem {
   return new HttpProblem(500, 'internal', 'Internal error', 'the server failed to answer; see its log');
 }
 
+/**
+ * A request target in absolute form (`POST http://host/events`, sent by some
+ * proxies) as the origin form the routes know: RFC 9112 section 3.2.2 has a
+ * server accept both.
+ */
+function originForm(target: string): string {
+  if (!/^https?:\/\//i.test(target)) return target;
+  try {
+    const url = new URL(target);
+    return url.pathname + url.search;
+  } catch {
+    return target;
+  }
+}
+
+/** A connection's writes not yet answered, and the requests that came after them on it. */
+interface ConnectionWrites {
+  pending: number;
+  after: (() => void)[];
+}
+const WRITES = Symbol('watchtime.writes');
+type TrackedSocket = Socket & { [WRITES]?: ConnectionWrites };
+
 export function createApp(options: AppOptions) {
   const { store, queue, isClosing, log, metrics } = options;
   const checkIngest = bearerCheck(options.ingestToken, 'ingest');
   const checkRead = bearerCheck(options.readToken, 'reading');
+  const bodyLimits = { maxBytes: options.bodyLimit, budget: new BodyBudget(options.bodyMemory ?? DEFAULT_BODY_MEMORY) };
 
   const onError = (error: unknown, req: IncomingMessage, res: ServerResponse) => {
+    // Nobody to answer: the client's fault, not the server's, so no problem, no stack and no refusal counted.
+    if (error instanceof ClientGoneError) {
+      res.statusCode = CLIENT_CLOSED_REQUEST;
+      log.debug({ method: req.method, url: req.url, status: CLIENT_CLOSED_REQUEST }, error.message);
+      return;
+    }
+    // Whatever of the body is still coming is read and dropped, so that the client gets this answer.
+    discardRest(req);
     const problem = toProblem(error);
     if (req.method === 'POST' && INGEST_PATHS.has(routeOf(req.url ?? ''))) metrics?.refused(problem.kind);
     // A lookup of a name with no events is an answer, not a refusal: no log line.
@@ -215,6 +253,7 @@ export function createApp(options: AppOptions) {
   const app = polka<Request>({
     onError,
     onNoMatch(req, res) {
+      discardRest(req);
       const allow = INGEST_PATHS.has(req.path) ? 'POST' : undefined;
       if (allow && req.method !== 'POST') {
         answerProblem(req, res, new HttpProblem(405, 'method-not-allowed', 'Method not allowed', `${req.path} takes POST`, {
@@ -254,15 +293,18 @@ export function createApp(options: AppOptions) {
     next();
   });
 
+  const maxBatch = Math.min(MAX_BATCH_EVENTS, queue.capacity);
   const ingest = async (req: IncomingMessage, res: ServerResponse) => {
     const receivedAt = Date.now();
     const format = bodyFormat(req);
-    const text = await readBody(req, options.bodyLimit);
+    const text = await readBody(req, bodyLimits);
     const { values, single } = parseEvents(text, format);
     if (values.length === 0) throw badRequest('the body holds no event', [{ pointer: '', message: 'a batch needs at least one event' }]);
-    if (values.length > MAX_BATCH_EVENTS) {
-      throw badRequest(`a batch holds at most ${MAX_BATCH_EVENTS} events; this one has ${values.length}`, [
-        { pointer: '', message: `batch must have at most ${MAX_BATCH_EVENTS} events` },
+    if (values.length > maxBatch) {
+      // A batch the queue could never hold is the client's to split, not a 503 to retry for ever.
+      const why = maxBatch < MAX_BATCH_EVENTS ? ' on this server (its --queue-size)' : '';
+      throw badRequest(`a batch holds at most ${maxBatch} events${why}; this one has ${values.length}`, [
+        { pointer: '', message: `batch must have at most ${maxBatch} events${why}` },
       ]);
     }
     const checked = validateBatch(values, single);
@@ -276,6 +318,12 @@ export function createApp(options: AppOptions) {
     const events = checked.events as ReceivedEvent[];
     for (const event of events) event.receivedAt = receivedAt;
     const result = await queue.submit(events);
+    if (req.socket.destroyed) {
+      // Committed, and counted as accepted; only the answer is lost. A retry with the same ids is a duplicate.
+      res.statusCode = CLIENT_CLOSED_REQUEST;
+      log.debug({ method: req.method, url: req.url, status: CLIENT_CLOSED_REQUEST, ...result }, 'the client left before the answer to its committed events');
+      return;
+    }
     sendJson(res, 200, result);
   };
 
@@ -315,7 +363,8 @@ export function createApp(options: AppOptions) {
   on('GET', '/docs', (_req, res) => sendHtml(res, DOCS_PAGE));
   app.use('/docs/assets', sirv(SWAGGER_UI, { dev: false, etag: true, maxAge: 3600 }));
   on('GET', '/problems/:kind', (req, res) => {
-    const found = PROBLEM_TYPES[req.params.kind];
+    // hasOwn: the kind is the client's, and a plain object's lookup would find `constructor` on its prototype.
+    const found = Object.hasOwn(PROBLEM_TYPES, req.params.kind) ? PROBLEM_TYPES[req.params.kind] : undefined;
     if (!found) throw notFound(`no problem type ${JSON.stringify(req.params.kind)}`);
     sendHtml(res, problemPage(req.params.kind, found));
   });
@@ -472,14 +521,37 @@ export function createApp(options: AppOptions) {
     else res.once('finish', () => record(req, res, started));
   };
 
+  /**
+   * Ingest, counted as in flight on its connection until it is answered: a
+   * request pipelined behind it waits (RFC 9112 section 9.3), so that a
+   * lookup never answers from before a write it follows.
+   */
+  const write = (req: IncomingMessage, res: ServerResponse, started: number) => {
+    const socket = req.socket as TrackedSocket;
+    const writes = (socket[WRITES] ??= { pending: 0, after: [] });
+    writes.pending += 1;
+    answerThen(req, res, started, req.url!, async () => {
+      try {
+        guard(req, req.url!, res);
+        await ingest(req, res);
+      } finally {
+        writes.pending -= 1;
+        if (writes.pending === 0) for (const next of writes.after.splice(0)) next();
+      }
+    });
+  };
+
   const handle = (req: IncomingMessage, res: ServerResponse) => {
+    const writes = (req.socket as TrackedSocket)[WRITES];
+    if (writes !== undefined && writes.pending > 0) {
+      writes.after.push(() => handle(req, res));
+      return;
+    }
     const started = metrics ? performance.now() : 0;
+    if (req.url !== undefined && req.url.charCodeAt(0) !== 47 /* '/' */) req.url = originForm(req.url);
     // Ingest skips polka's routing too: its paths have no parameters, and nothing but its handler can answer them.
     if (req.method === 'POST' && INGEST_PATHS.has(req.url ?? '')) {
-      answerThen(req, res, started, req.url!, () => {
-        guard(req, req.url!, res);
-        return ingest(req, res);
-      });
+      write(req, res, started);
       return;
     }
     // A plain lookup is counted when it is answered, at the end of the turn.

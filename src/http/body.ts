@@ -1,15 +1,18 @@
 // Reads a request body up to a byte limit. Unlike a general body parser it
-// stops at the limit instead of reading on, and never guesses a content type.
+// stops at the limit instead of reading on, never guesses a content type,
+// and bounds the bytes of all bodies being read at once, not only each one.
 import type { IncomingMessage } from 'node:http';
-import { HttpProblem } from './problem.ts';
+import type { Socket } from 'node:net';
+import { createGunzip, type Gunzip } from 'node:zlib';
+import { HttpProblem, serviceUnavailable } from './problem.ts';
 
 export type BodyFormat = 'json' | 'ndjson';
 
-const FORMATS: Record<string, BodyFormat> = {
-  'application/json': 'json',
-  'application/x-ndjson': 'ndjson',
-  'application/ndjson': 'ndjson',
-};
+const FORMATS = new Map<string, BodyFormat>([
+  ['application/json', 'json'],
+  ['application/x-ndjson', 'ndjson'],
+  ['application/ndjson', 'ndjson'],
+]);
 
 /**
  * The body format from Content-Type. No Content-Type at all is JSON: some
@@ -21,7 +24,7 @@ export function bodyFormat(req: IncomingMessage): BodyFormat {
   // The common case first: splitting out parameters costs a few percent of a single-event POST.
   if (header === undefined || header === 'application/json') return 'json';
   const [mediaType, ...params] = header.split(';').map((part) => part.trim().toLowerCase());
-  const format = FORMATS[mediaType];
+  const format = FORMATS.get(mediaType);
   const charset = params.find((p) => p.startsWith('charset='))?.slice('charset='.length).replace(/"/g, '');
   if (format === undefined || (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8')) {
     throw new HttpProblem(
@@ -35,55 +38,181 @@ export function bodyFormat(req: IncomingMessage): BodyFormat {
   return format;
 }
 
-function tooLarge(limit: number): HttpProblem {
-  // The rest of the body is not read: the connection is closed after the answer.
-  return new HttpProblem(413, 'body-too-large', 'Body too large', `the body must be at most ${limit} bytes`, {
-    headers: { Connection: 'close' },
-  });
+/** The client went away before the end of its body: there is nobody to answer (counted as 499). */
+export class ClientGoneError extends Error {}
+
+/**
+ * The bytes of the bodies being read at once, against a bound: a body's
+ * declared length is held before a byte of it is read, and a body of unknown
+ * length (chunked, or gzip once decoded) holds more as it grows.
+ */
+export class BodyBudget {
+  private used = 0;
+
+  constructor(readonly capacity: number) {}
+
+  /** Holds `bytes` more, or returns false and holds nothing when that would pass the bound. */
+  take(bytes: number): boolean {
+    if (this.used + bytes > this.capacity) return false;
+    this.used += bytes;
+    return true;
+  }
+
+  give(bytes: number): void {
+    this.used -= bytes;
+  }
+
+  get inUse(): number {
+    return this.used;
+  }
+}
+
+export interface BodyLimits {
+  /** Largest body, in bytes, after decoding. */
+  maxBytes: number;
+  budget: BodyBudget;
+}
+
+const tooLarge = (limit: number) =>
+  new HttpProblem(413, 'body-too-large', 'Body too large', `the body must be at most ${limit} bytes (after decoding)`);
+
+const tooBusy = (budget: BodyBudget) =>
+  serviceUnavailable(
+    'busy-reading',
+    'Busy reading other bodies',
+    `the request bodies being read at once may hold ${budget.capacity} bytes, and that is taken; nothing was read or stored`,
+  );
+
+/** Content-Encoding, as a decoder to put between the socket and the body; none for identity. */
+function decoderFor(req: IncomingMessage): Gunzip | undefined {
+  const coding = req.headers['content-encoding'];
+  if (coding === undefined) return undefined;
+  const name = coding.trim().toLowerCase();
+  if (name === 'identity' || name === '') return undefined;
+  if (name === 'gzip' || name === 'x-gzip') return createGunzip();
+  throw new HttpProblem(
+    415,
+    'unsupported-media-type',
+    'Unsupported media type',
+    `Content-Encoding must be gzip or identity, not ${JSON.stringify(coding)}`,
+    { headers: { 'Accept-Encoding': 'gzip, identity' } },
+  );
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** The body as text; 413 as soon as it passes `limit` bytes, 400 if it is not UTF-8. */
-export function readBody(req: IncomingMessage, limit: number): Promise<string> {
+/**
+ * The body as text: 413 as soon as it passes `maxBytes` (decoded), 503 when
+ * the bodies being read at once would pass the budget, 400 if it is not
+ * UTF-8 or not gzip as it says. A refused body is discarded as it arrives
+ * (discardRest), so that the client can read its answer.
+ */
+export function readBody(req: IncomingMessage, { maxBytes, budget }: BodyLimits): Promise<string> {
   const declared = Number(req.headers['content-length']);
-  if (declared > limit) return Promise.reject(tooLarge(limit));
+  const decoder = decoderFor(req);
+  if (declared > maxBytes) return refuse(req, tooLarge(maxBytes));
+  let held = declared > 0 ? declared : 0;
+  if (!budget.take(held)) return refuse(req, tooBusy(budget));
+
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    const cleanup = () => {
-      req.off('data', onData);
-      req.off('end', onEnd);
-      req.off('error', onError);
-      req.off('close', onClose);
+    let settled = false;
+    const settle = (error: Error | undefined, text?: string) => {
+      if (settled) return;
+      settled = true;
+      req.off('data', onRaw);
+      req.off('end', onRawEnd);
+      req.off('error', onGone);
+      req.off('close', onGone);
+      budget.give(held);
+      decoder?.destroy();
+      if (error === undefined) return resolve(text!);
+      if (!(error instanceof ClientGoneError)) discardRest(req);
+      reject(error);
     };
-    const onData = (chunk: Buffer) => {
+    const onChunk = (chunk: Buffer) => {
       size += chunk.length;
-      if (size > limit) {
-        cleanup();
-        req.pause();
-        reject(tooLarge(limit));
-        return;
+      if (size > maxBytes) return settle(tooLarge(maxBytes));
+      if (size > held) {
+        if (!budget.take(size - held)) return settle(tooBusy(budget));
+        held = size;
       }
       chunks.push(chunk);
     };
     const onEnd = () => {
-      cleanup();
+      let text: string;
       try {
-        resolve(utf8.decode(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)));
+        text = utf8.decode(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size));
       } catch {
-        reject(new HttpProblem(400, 'invalid-body', 'Invalid body', 'the body is not valid UTF-8'));
+        return settle(new HttpProblem(400, 'invalid-body', 'Invalid body', 'the body is not valid UTF-8'));
       }
-    };
-    const onError = (error: Error) => {
-      cleanup();
-      reject(error);
+      settle(undefined, text);
     };
     // A client that goes away mid-body: nothing to answer, but nothing left waiting either.
-    const onClose = () => onError(new Error('the client closed the connection before the end of the body'));
-    req.on('data', onData);
-    req.on('end', onEnd);
-    req.on('error', onError);
-    req.on('close', onClose);
+    const onGone = () => settle(new ClientGoneError('the client closed the connection before the end of its body'));
+    const onRaw = decoder ? (chunk: Buffer) => void decoder.write(chunk) : onChunk;
+    // With the whole body received, only the decoder can fail: a client that leaves now has sent everything.
+    const onRawEnd = decoder
+      ? () => {
+          req.off('error', onGone);
+          req.off('close', onGone);
+          decoder.end();
+        }
+      : onEnd;
+    if (decoder) {
+      decoder.on('data', onChunk);
+      decoder.on('end', onEnd);
+      decoder.on('error', (error) =>
+        settle(new HttpProblem(400, 'invalid-body', 'Invalid body', `the body is not valid gzip: ${error.message}`)),
+      );
+    }
+    req.on('data', onRaw);
+    req.on('end', onRawEnd);
+    req.on('error', onGone);
+    req.on('close', onGone);
   });
+}
+
+function refuse(req: IncomingMessage, problem: HttpProblem): Promise<never> {
+  discardRest(req);
+  return Promise.reject(problem);
+}
+
+/**
+ * What a refused body may still send, read and dropped after the answer
+ * (nginx's lingering close): closing with unread bytes makes the kernel
+ * reset the connection, and the client often loses the answer with it. A
+ * client that sends more than this, or for longer, is cut off.
+ */
+export const LINGER = { bytes: 128 * 1024 * 1024, ms: 5_000 };
+
+/**
+ * Reads and drops the rest of a body nobody will read, within LINGER, then
+ * leaves the connection to keep-alive. Does nothing for a body already read
+ * or being read.
+ */
+export function discardRest(req: IncomingMessage): void {
+  if (req.complete || req.readableEnded || req.listenerCount('data') > 0) return;
+  const socket = req.socket as Socket & { destroySoon(): void };
+  let bytes = 0;
+  const cutOff = () => socket.destroy();
+  const timer = setTimeout(cutOff, LINGER.ms).unref();
+  const stop = () => clearTimeout(timer);
+  // When the answer is the connection's last (the client sent Connection: close), Node closes both ways
+  // once it is written: close only ours, as RFC 9112 section 9.6 has it, and read on until the body ends.
+  socket.destroySoon = () => socket.end();
+  req.on('data', (chunk: Buffer) => {
+    bytes += chunk.length;
+    if (bytes > LINGER.bytes) {
+      stop();
+      cutOff();
+    }
+  });
+  req.once('end', () => {
+    stop();
+    if (socket.writableEnded) socket.destroy();
+  });
+  req.once('close', stop);
+  req.resume();
 }

@@ -18,9 +18,10 @@ export const PROBLEM_TYPES: Record<string, { status: number; title: string; expl
   'not-found': { status: 404, title: 'Not found', explanation: 'No events for this user, movie or pair; or no such route.' },
   'not-acceptable': { status: 406, title: 'Not acceptable', explanation: 'GET / is the dashboard, for a browser (Accept: text/html); events go to POST /.' },
   'method-not-allowed': { status: 405, title: 'Method not allowed', explanation: 'The ingest paths take POST only; `Allow` says so.' },
-  'body-too-large': { status: 413, title: 'Body too large', explanation: 'The body is larger than the server reads; it stops reading and closes the connection.' },
-  'unsupported-media-type': { status: 415, title: 'Unsupported media type', explanation: 'A Content-Type other than JSON or NDJSON, or a charset other than UTF-8. (No Content-Type at all is read as JSON.)' },
+  'body-too-large': { status: 413, title: 'Body too large', explanation: 'The body, once decoded, is larger than the server reads (16 MiB). The server answers as soon as it knows, then reads and drops the rest for a few seconds so that the client can read the answer. Nothing was stored.' },
+  'unsupported-media-type': { status: 415, title: 'Unsupported media type', explanation: 'A Content-Type other than JSON or NDJSON, a charset other than UTF-8, or a Content-Encoding other than gzip or identity (`Accept-Encoding` says which). No Content-Type at all is read as JSON.' },
   'queue-full': { status: 503, title: 'Ingest queue full', explanation: 'The server holds as many events as it may; retry after `Retry-After` seconds. Nothing of the request was stored.' },
+  'busy-reading': { status: 503, title: 'Busy reading other bodies', explanation: 'The request bodies the server is reading at once hold as many bytes as it allows (`--body-memory`); retry after `Retry-After` seconds. Nothing of the request was read or stored.' },
   'shutting-down': { status: 503, title: 'Shutting down', explanation: 'The server is stopping; retry on another server or later.' },
   'storage-unavailable': { status: 503, title: 'Storage unavailable', explanation: 'The events could not be committed (a full disk, a database that is away). Retry with the same ids: nothing is counted twice.' },
   'not-ready': { status: 503, title: 'Not ready', explanation: '/readyz: the server cannot take events now; the answer says why.' },
@@ -105,7 +106,8 @@ function ingestOperation(operationId: string, summary: string) {
     description:
       'One event (a JSON object), a batch (a JSON array, or NDJSON: one object a line), at most ' +
       `${MAX_BATCH_EVENTS} events. All or nothing: one invalid event refuses the request. Answered once the events ` +
-      'are committed to disk. An event with an `id` already stored is acknowledged as a duplicate and not applied again.',
+      'are committed to disk. An event with an `id` already stored is acknowledged as a duplicate and not applied again. ' +
+      'A body may be sent with `Content-Encoding: gzip`; the size limit applies once it is decoded.',
     security: [{}, { bearer: [] }],
     requestBody: {
       required: true,
@@ -120,7 +122,7 @@ function ingestOperation(operationId: string, summary: string) {
     responses: {
       200: json('IngestResult', { accepted: 2, duplicates: 0 }, 'Stored: how many events were applied, and how many were duplicates.'),
       ...problems('invalid-event', 'invalid-body', 'invalid-request', 'unauthorized', 'body-too-large', 'unsupported-media-type',
-        'queue-full', 'shutting-down', 'storage-unavailable', 'internal'),
+        'queue-full', 'busy-reading', 'shutting-down', 'storage-unavailable', 'internal'),
     },
   };
 }
