@@ -3,7 +3,7 @@
 // from an unset variable, and the counters an operator reads.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, linkSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
@@ -191,6 +191,16 @@ describe('files the process may not use', () => {
       other.close();
     }],
     ['a file that is not SQLite', (file) => writeFileSync(file, 'user,slug,at\nann,heat,30\n'.repeat(100))],
+    ['a SQLite file that holds only a view', (file) => {
+      const other = new Database(file);
+      other.exec('CREATE VIEW answer AS SELECT 42;');
+      other.close();
+    }],
+    ['a SQLite file with a schema version and no tables', (file) => {
+      const other = new Database(file);
+      other.exec('PRAGMA user_version = 1;');
+      other.close();
+    }],
   ];
   for (const [name, make] of foreign) {
     test(`${name}: serve, rebuild and query refuse it in one line and leave it as it was`, { timeout: 60_000 }, async (t) => {
@@ -206,6 +216,49 @@ describe('files the process may not use', () => {
       assert.deepEqual(readdirSync(dir), ['theirs.db'], 'no -wal, -shm, -journal or -lock beside it');
     });
   }
+});
+
+describe('names of the file', () => {
+  test('a symbolic link to the database: its WAL and its lock are the real file\'s', async (t) => {
+    const cleanup = cleanupAfter(t);
+    const dir = tempDir(cleanup);
+    const real = path.join(dir, 'w.db');
+    const link = path.join(dir, 'link.db');
+    await (await serve(cleanup, real)).close();
+    symlinkSync(real, link);
+    const server = await serve(cleanup, link);
+    assert.deepEqual((await post(server.url, { user: 'a', slug: 'm', at: 10 })).body, { accepted: 1, duplicates: 0 });
+    assert.equal((await get(server.url, '/stats')).body.eventsCommitted, 1);
+    assertRefused(await startServe(['--db', real]), /is already served by another watchtime/);
+  });
+
+  test('a database with two hard links, or no name at all, is refused in one line', async (t) => {
+    const dir = tempDir(cleanupAfter(t));
+    const db = path.join(dir, 'w.db');
+    const made = await startServe(['--db', db]);
+    assert.equal(made.listened, true, made.stderr);
+    linkSync(db, path.join(dir, 'hard.db'));
+    assertRefused(await startServe(['--db', db]), /has 2 hard links/);
+    assertRefused(await run(['rebuild', '--db', path.join(dir, 'hard.db')]), /has 2 hard links/);
+    for (const name of ['', ':memory:']) {
+      assertRefused(await startServe(['--db', name]), /^watchtime: --db must name a database file/);
+      assertRefused(await startServe([], { env: { WATCHTIME_DB: name } }), /^watchtime: --db must name a database file/);
+    }
+  });
+
+  test('a -wal or -shm left by another user is refused at start, not at the first commit', { skip: !asRoot && 'runs the CLI as nobody, which needs root', timeout: 60_000 }, async (t) => {
+    const cleanup = cleanupAfter(t);
+    const dir = tempDir(cleanup);
+    chmodSync(dir, 0o777);
+    const db = path.join(dir, 'w.db');
+    const made = await startServe(['--db', db]);
+    assert.equal(made.listened, true);
+    chmodSync(db, 0o666);
+    // root's query leaves -wal and -shm that only root may write.
+    writeFileSync(`${db}-wal`, '');
+    chmodSync(`${db}-wal`, 0o644);
+    assertRefused(await startServe(['--db', db], NOBODY), /cannot write the database .*EACCES on .*w\.db-wal/);
+  });
 });
 
 describe('settings', () => {

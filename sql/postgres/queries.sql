@@ -110,3 +110,13 @@ FROM (
 ) t JOIN movies m ON m.id = t.movie_id
 ORDER BY t."watchTime" DESC, t.movie_id
 LIMIT $1 OFFSET $2;
+
+-- name: rebuildState
+-- Where a `watchtime rebuild` (another process) is, and the last swap: two
+-- one-row tables by their keys, read at every scrape of /metrics.
+SELECT coalesce(s.generation, 0) AS generation, s.last_swap_at AS "lastSwapAt",
+  r.started_at AS "startedAt", coalesce(r.done, 0) AS done, coalesce(r.total, 0) AS total,
+  r.progress_at AS "progressAt", r.pid, r.host
+FROM (VALUES (1)) AS one (id)
+LEFT JOIN settings s ON s.id = one.id
+LEFT JOIN rebuild_progress r ON r.id = one.id;

@@ -68,3 +68,38 @@ DROP TABLE user_movies, user_totals, movie_totals;
 ALTER TABLE next_user_movies RENAME TO user_movies;
 ALTER TABLE next_user_totals RENAME TO user_totals;
 ALTER TABLE next_movie_totals RENAME TO movie_totals;
+
+-- What a rebuild says of itself, for a server to read (queries.sql:
+-- rebuildState): its start, its progress once a chunk, and its end. Not in
+-- the settings row, which every batch holds FOR SHARE: rebuild_progress is
+-- locked by nothing else.
+
+-- name: startRebuild
+UPDATE rebuild_progress SET started_at = $1, done = 0, total = $2, progress_at = $1, pid = $3, host = $4 WHERE id = 1;
+
+-- name: rebuildProgress
+-- On its own, once a chunk of the snapshot pass: its commit does not wait for
+-- the disk (synchronous_commit off for this statement's transaction only).
+-- Progress that a crash of the database loses is of no matter, and a later
+-- synchronous commit (the swap) flushes it anyway.
+UPDATE rebuild_progress SET done = $1, total = $2, progress_at = $3
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS no_wait
+WHERE id = 1;
+
+-- name: rebuildProgressInTransaction
+-- In a catch-up round's transaction, which commits anyway.
+UPDATE rebuild_progress SET done = $1, total = $2, progress_at = $3 WHERE id = 1;
+
+-- name: rebuildFailed
+-- Its own start only: another rebuild may have started since. How far it went stays.
+UPDATE rebuild_progress SET started_at = NULL, progress_at = $4
+WHERE id = 1 AND started_at = $1 AND pid = $2 AND host = $3;
+
+-- name: writeRule
+-- In the swap's transaction, which holds the settings row (and so every
+-- batch): the new rule, the generation, when, and the rebuild's end, in one
+-- round trip.
+WITH ended AS (
+  UPDATE rebuild_progress SET started_at = NULL, done = $4, total = $4, progress_at = $3 WHERE id = 1
+)
+UPDATE settings SET accounting = $1, max_step = $2, generation = generation + 1, last_swap_at = $3 WHERE id = 1;

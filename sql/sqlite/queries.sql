@@ -96,3 +96,11 @@ SELECT m.slug, t.watched AS watchTime, t.viewers, t.events, t.updated_at AS upda
 FROM movie_totals t JOIN movies m ON m.id = t.movie_id
 ORDER BY t.watched DESC, t.movie_id
 LIMIT ? OFFSET ?;
+
+-- name: rebuildState
+-- Where a `watchtime rebuild` (another process) is, and the last swap: the
+-- settings row, read at every scrape of /metrics. No settings row yet: none.
+SELECT coalesce(s.generation, 0) AS generation, s.last_swap_at AS lastSwapAt,
+  s.rebuild_started_at AS startedAt, coalesce(s.rebuild_done, 0) AS done, coalesce(s.rebuild_total, 0) AS total,
+  s.rebuild_progress_at AS progressAt, s.rebuild_pid AS pid, s.rebuild_host AS host
+FROM (SELECT 1 AS id) one LEFT JOIN settings s ON s.id = one.id;

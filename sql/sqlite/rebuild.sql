@@ -61,4 +61,24 @@ ALTER TABLE next_movie_totals RENAME TO movie_totals;
 CREATE INDEX movie_totals_by_watched ON movie_totals (watched DESC, movie_id);
 
 -- name: writeRule
-UPDATE settings SET accounting = :accounting, max_step = :maxStep, generation = generation + 1 WHERE id = 1;
+-- In the swap's transaction: the new rule, the generation, and the rebuild's end.
+UPDATE settings SET accounting = :accounting, max_step = :maxStep, generation = generation + 1, last_swap_at = :now,
+  rebuild_started_at = NULL, rebuild_done = :done, rebuild_total = :done, rebuild_progress_at = :now
+WHERE id = 1;
+
+-- What a rebuild says of itself in the settings row, for a server to read
+-- (queries.sql: rebuildState): its start, then its progress in the
+-- transaction of each chunk it writes.
+
+-- name: startRebuild
+UPDATE settings SET rebuild_started_at = :now, rebuild_done = 0, rebuild_total = :total, rebuild_progress_at = :now,
+  rebuild_pid = :pid, rebuild_host = :host
+WHERE id = 1;
+
+-- name: rebuildProgress
+UPDATE settings SET rebuild_done = ?, rebuild_total = ?, rebuild_progress_at = ? WHERE id = 1;
+
+-- name: rebuildFailed
+-- Its own start only: another rebuild may have started since. How far it went stays.
+UPDATE settings SET rebuild_started_at = NULL, rebuild_progress_at = :now
+WHERE id = 1 AND rebuild_started_at = :startedAt AND rebuild_pid = :pid AND rebuild_host = :host;

@@ -1,5 +1,6 @@
 // One place that turns --db into a store: a postgres:// or postgresql:// URL
-// is PostgreSQL, anything else a SQLite file.
+// is PostgreSQL, anything else a SQLite file. Either applies the migrations
+// the database lacks as it opens (unless read-only), telling onMigration of each.
 import { SqliteStore, type SqliteOptions } from './sqlite.ts';
 import type { Store } from './store.ts';
 
@@ -10,7 +11,7 @@ export async function openStore(db: string, options: SqliteOptions = {}): Promis
     // Loaded only when asked for: the SQLite server and CLI neither wait for pg nor hold it in memory.
     const { PostgresStore } = await import('./postgres.ts');
     // No serve lock: several servers sharing one PostgreSQL database is what it is for.
-    return PostgresStore.open(db, { readonly: options.readonly });
+    return PostgresStore.open(db, { readonly: options.readonly, onMigration: options.onMigration });
   }
   return new SqliteStore(db, options);
 }

@@ -11,11 +11,16 @@ import { page, withIsoTime, type Row } from './rows.ts';
 import { migrations, namedQueries } from './sql-files.ts';
 import { advance, pairKey, Tally, type PairRow, type TotalDelta } from './tally.ts';
 import {
+  processHost,
+  rebuildRunning,
   StoreBusyError,
+  type MigrationStep,
   type MovieTotals,
+  type OpenOptions,
   type Page,
   type PairTotals,
   type RebuildProgress,
+  type RebuildState,
   type ReceivedEvent,
   type Store,
   type UserMovie,
@@ -24,13 +29,16 @@ import {
 
 const QUERY_NAMES = [
   'readSettings', 'readSettingsForShare', 'writeSettings', 'knownClientIds', 'addUsers', 'userIds', 'addMovies', 'movieIds', 'addPairs',
-  'lockPairs', 'takeSeqs', 'writeBatch', 'movie', 'user', 'pair', 'userMovies', 'userId', 'topMovies',
+  'lockPairs', 'takeSeqs', 'writeBatch', 'movie', 'user', 'pair', 'userMovies', 'userId', 'topMovies', 'rebuildState',
 ] as const;
 type QueryName = (typeof QUERY_NAMES)[number];
 const Q = namedQueries('postgres', QUERY_NAMES);
 const R = namedQueries(
   'postgres',
-  ['createNext', 'lastCommittedSeq', 'snapshotPairs', 'insertNextPairs', 'sumNextTotals', 'eventsAfter', 'nextPairs', 'writeNext', 'swap'] as const,
+  [
+    'createNext', 'lastCommittedSeq', 'snapshotPairs', 'insertNextPairs', 'sumNextTotals', 'eventsAfter', 'nextPairs', 'writeNext', 'swap',
+    'startRebuild', 'rebuildProgress', 'rebuildProgressInTransaction', 'rebuildFailed', 'writeRule',
+  ] as const,
   'rebuild.sql',
 );
 /** Events left for the swap, which holds every batch back, to apply at most. */
@@ -75,7 +83,10 @@ export class PostgresStore implements Store {
   ) {}
 
   /** Connects, and applies the migrations unless read-only. */
-  static async open(url: string, options: { readonly?: boolean; connections?: number } = {}): Promise<PostgresStore> {
+  static async open(
+    url: string,
+    options: OpenOptions & { readonly?: boolean; connections?: number } = {},
+  ): Promise<PostgresStore> {
     const pool = new pg.Pool({ connectionString: url, max: options.connections ?? 4, types, connectionTimeoutMillis: 5_000 });
     // A connection that the database drops (a restart) must not end the process: a query in flight
     // fails with the error, and the pool makes new connections when the database is back.
@@ -83,7 +94,10 @@ export class PostgresStore implements Store {
     pool.on('connect', (client) => client.on('error', () => undefined));
     const store = new PostgresStore(pool, new URL(url).pathname.slice(1) || url);
     try {
-      if (!options.readonly) await store.migrate();
+      if (!options.readonly) {
+        // Told once all of them committed: they are applied in one transaction.
+        for (const step of await store.migrate()) options.onMigration?.(step);
+      }
     } catch (error) {
       await pool.end();
       throw error;
@@ -91,16 +105,21 @@ export class PostgresStore implements Store {
     return store;
   }
 
-  private async migrate(): Promise<void> {
-    await this.transaction(async (client) => {
+  /** Applies the migrations this database lacks; returns them, timed. */
+  private async migrate(): Promise<MigrationStep[]> {
+    return this.transaction(async (client) => {
       // Two servers starting at once: the second waits here, then finds the work done.
       await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
       await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY)');
       const done = new Set((await client.query('SELECT version FROM schema_migrations')).rows.map((r) => r.version));
+      const applied: MigrationStep[] = [];
       for (const step of migrations('postgres').filter((s) => !done.has(s.version))) {
+        const started = performance.now();
         await client.query(step.sql);
         await client.query('INSERT INTO schema_migrations (version) VALUES ($1)', [step.version]);
+        applied.push({ version: step.version, name: step.name, ms: performance.now() - started });
       }
+      return applied;
     });
   }
 
@@ -276,6 +295,31 @@ export class PostgresStore implements Store {
   async rebuild(rule: AccountingRule, onProgress?: (progress: RebuildProgress) => void): Promise<RebuildProgress> {
     const upTo = await this.transaction((client) => this.lastCommittedSeq(client));
     const total = (await this.pool.query<{ n: number }>('SELECT count(*)::bigint AS n FROM events WHERE seq <= $1', [upTo])).rows[0].n;
+    const me = [Date.now(), process.pid, processHost()] as const;
+    await this.pool.query(R.startRebuild, [me[0], total, me[1], me[2]]);
+    try {
+      return await this.rebuildFrom(upTo, total, rule, onProgress);
+    } catch (error) {
+      // A server no longer counts it as running; how far it went stays. A killed rebuild
+      // leaves its start behind: a server tells it by its process (store.ts: rebuildRunning).
+      await this.pool.query(R.rebuildFailed, [...me, Date.now()]).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  private async rebuildFrom(
+    upTo: number,
+    total: number,
+    rule: AccountingRule,
+    onProgress?: (progress: RebuildProgress) => void,
+  ): Promise<RebuildProgress> {
+    /**
+     * Where the rebuild is, for a server to read: in the transaction of a catch-up round, or
+     * else on its own on another connection than the snapshot pass's, whose transaction
+     * commits only at the end of the pass.
+     */
+    const record = (done: number, total: number, client?: pg.PoolClient) =>
+      (client ?? this.pool).query(client ? R.rebuildProgressInTransaction : R.rebuildProgress, [done, total, Date.now()]);
     onProgress?.({ done: 0, total });
     await this.pool.query(R.createNext);
     let done = 0;
@@ -291,29 +335,39 @@ export class PostgresStore implements Store {
         });
         await client.query(R.insertNextPairs, pairColumns(pairs));
         done += pairs.reduce((sum, p) => sum + p.events, 0);
+        await record(done, total);
         onProgress?.({ done, total });
       }
       await client.query('CLOSE pairs');
       await client.query(R.sumNextTotals);
     });
+    await record(done, total);
     // Catch up without the lock while many events arrived, so that the swap holds it briefly.
     let from = upTo;
     for (let round = 0; round < 20; round++) {
       const to = await this.transaction((client) => this.lastCommittedSeq(client));
       if (to - from < CATCH_UP_UNDER_LOCK) break;
-      done += await this.transaction((client) => this.catchUp(client, rule, from, to));
+      done += await this.transaction(async (client) => {
+        const applied = await this.catchUp(client, rule, from, to);
+        await record(done + applied, Math.max(total, done + applied), client);
+        return applied;
+      });
       from = to;
+      onProgress?.({ done, total: Math.max(total, done) });
     }
     await this.transaction(async (client) => {
       const to = await this.lastCommittedSeq(client);
       done += await this.catchUp(client, rule, from, to);
       await client.query(R.swap);
-      await client.query('UPDATE settings SET accounting = $1, max_step = $2, generation = generation + 1 WHERE id = 1', [
-        rule.accounting,
-        rule.maxStep,
-      ]);
+      await client.query(R.writeRule, [rule.accounting, rule.maxStep, Date.now(), done]);
     });
     return { done, total: done };
+  }
+
+  async rebuildState(): Promise<RebuildState> {
+    const row = (await this.query<RebuildRow>('rebuildState'))[0];
+    const { generation, lastSwapAt, startedAt, done, total } = row;
+    return { running: rebuildRunning(row), done, total, startedAt, lastSwapAt, generation };
   }
 
   /** Holds the settings row (until the transaction ends) and gives the highest committed number. */
@@ -362,6 +416,18 @@ export class PostgresStore implements Store {
 }
 
 type PairOut = PairRow & { userId: number; movieId: number };
+
+/** The rebuild's row and the settings' (queries.sql: rebuildState). */
+interface RebuildRow {
+  generation: number;
+  lastSwapAt: number | null;
+  startedAt: number | null;
+  done: number;
+  total: number;
+  progressAt: number | null;
+  pid: number | null;
+  host: string | null;
+}
 
 /** A batch's pairs as the column arrays that unnest takes. */
 function pairColumns(pairs: PairOut[]): unknown[] {

@@ -8,13 +8,18 @@
 //   3. swap: the last few events and the table swap in one short transaction,
 //      so readers see the old totals or the new ones, never a mix.
 // Every write transaction is short, so a server's batch waits for one at most.
+// Each also records in the settings row how far the rebuild is (rebuild.sql:
+// startRebuild, rebuildProgress, writeRule), for a server to read.
 import Database from 'better-sqlite3';
 import type { AccountingRule } from '../accounting.ts';
 import { namedQueries } from './sql-files.ts';
-import type { RebuildProgress } from './store.ts';
+import { processHost, type RebuildProgress } from './store.ts';
 import { advance, Tally, writeTally, type PairRow, type TallyWriters, type TotalDelta } from './tally.ts';
 
-const QUERY_NAMES = ['createNext', 'dropNext', 'lastSeq', 'pairsUpTo', 'eventsAfter', 'swap', 'writeRule'] as const;
+const QUERY_NAMES = [
+  'createNext', 'dropNext', 'lastSeq', 'pairsUpTo', 'eventsAfter', 'swap', 'writeRule', 'startRebuild', 'rebuildProgress',
+  'rebuildFailed',
+] as const;
 /** Live ingest's statements, which the rebuild runs on its next_* tables. */
 const WRITE_NAMES = ['pairState', 'insertPair', 'updatePair', 'addToMovie'] as const;
 
@@ -48,20 +53,29 @@ export function rebuildOnline(
   const sql = { ...namedQueries('sqlite', QUERY_NAMES, 'rebuild.sql'), ...onNextTables(namedQueries('sqlite', WRITE_NAMES)) };
   const cacheSize = db.pragma('cache_size', { simple: true }) as number;
   db.pragma(`cache_size = -${WRITE_CACHE_KIB}`);
-  db.transaction(() => db.exec(sql.createNext)).immediate();
+  const me = { startedAt: Date.now(), pid: process.pid, host: processHost() };
+  // Events are never changed or removed, so those up to here are a fixed set.
+  const snapshotSeq = db.transaction(() => {
+    db.exec(sql.createNext);
+    const seq = db.prepare(sql.lastSeq).pluck().get() as number;
+    db.prepare(sql.startRebuild).run({ now: me.startedAt, total: seq, pid: me.pid, host: me.host });
+    return seq;
+  }).immediate();
   try {
+    const progressStatement = db.prepare(sql.rebuildProgress);
+    /** Where the rebuild is, for a server to read; run inside the transaction of the chunk it counts. */
+    const record = (done: number, total: number) => void progressStatement.run(done, total, Date.now());
     const writers: TallyWriters = {
       insertPair: db.prepare(sql.insertPair),
       updatePair: db.prepare(sql.updatePair),
       addToMovie: db.prepare(sql.addToMovie),
     };
-    // Events are never changed or removed, so those up to here are a fixed set.
-    const snapshotSeq = db.prepare(sql.lastSeq).pluck().get() as number;
     const progress = { done: 0, total: snapshotSeq };
     onProgress?.({ ...progress });
-    progress.done = buildFromSnapshot(db, file, sql.pairsUpTo, snapshotSeq, rule, writers, (done) =>
-      onProgress?.({ done, total: snapshotSeq }),
-    );
+    progress.done = buildFromSnapshot(db, file, sql.pairsUpTo, snapshotSeq, rule, writers, {
+      record: (done) => record(done, snapshotSeq),
+      report: (done) => onProgress?.({ done, total: snapshotSeq }),
+    });
 
     const catchUp = new CatchUp(db, sql, rule, writers, snapshotSeq);
     const report = (applied: number) => {
@@ -71,12 +85,16 @@ export function rebuildOnline(
     };
     // While a chunk comes back full, more may be waiting: apply it beside the live writes.
     for (let applied = WRITE_CHUNK; applied === WRITE_CHUNK; report(applied)) {
-      applied = db.transaction(() => catchUp.next()).immediate();
+      applied = db.transaction(() => {
+        const n = catchUp.next();
+        record(progress.done + n, Math.max(progress.total, progress.done + n));
+        return n;
+      }).immediate();
     }
     db.transaction(() => {
       for (let applied = WRITE_CHUNK; applied === WRITE_CHUNK; report(applied)) applied = catchUp.next();
       db.exec(sql.swap);
-      db.prepare(sql.writeRule).run(rule);
+      db.prepare(sql.writeRule).run({ ...rule, now: Date.now(), done: progress.done });
     }).immediate();
     return progress;
   } catch (error) {
@@ -84,6 +102,12 @@ export function rebuildOnline(
       db.exec(sql.dropNext);
     } catch {
       // The next rebuild drops them first anyway.
+    }
+    try {
+      // A server no longer counts it as running; how far it went stays.
+      db.prepare(sql.rebuildFailed).run({ ...me, now: Date.now() });
+    } catch {
+      // A killed rebuild leaves its start behind too: a server tells it by its process (store.ts: rebuildRunning).
     }
     throw error;
   } finally {
@@ -99,7 +123,12 @@ function buildFromSnapshot(
   snapshotSeq: number,
   rule: AccountingRule,
   writers: TallyWriters,
-  onProgress: (done: number) => void,
+  progress: {
+    /** Inside each chunk's transaction: the events applied so far, for a server to read. */
+    record: (done: number) => void;
+    /** After each chunk's commit: the same, for the caller. */
+    report: (done: number) => void;
+  },
 ): number {
   // A second connection reads while the first writes the chunks.
   const reader = new Database(file, { readonly: true });
@@ -112,6 +141,7 @@ function buildFromSnapshot(
     const write = () =>
       db.transaction(() => {
         for (const row of pairs) writers.insertPair.run(...row);
+        progress.record(done);
       }).immediate();
 
     const rows = reader.prepare(pairsUpTo).raw().iterate(snapshotSeq) as Iterable<
@@ -129,7 +159,7 @@ function buildFromSnapshot(
       if (pairs.length >= WRITE_CHUNK) {
         write();
         pairs.length = 0;
-        onProgress(done);
+        progress.report(done);
       }
     }
     write();
@@ -139,9 +169,10 @@ function buildFromSnapshot(
         for (const [id, d] of movieRows.slice(i, i + WRITE_CHUNK)) {
           writers.addToMovie.run(id, d.watched, d.pairs, d.events, d.lastSeq, d.updatedAt);
         }
+        progress.record(done);
       }).immediate();
     }
-    onProgress(done);
+    progress.report(done);
     return done;
   } finally {
     reader.close();

@@ -1,5 +1,5 @@
 // The embedded store: one SQLite file in WAL mode, written by one connection.
-import { accessSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { LRUCache } from 'lru-cache';
@@ -12,11 +12,14 @@ import { migrations, namedQueries } from './sql-files.ts';
 import { pairKey, Tally, writeTally, type PairRow } from './tally.ts';
 import { WalSync } from './wal-sync.ts';
 import {
+  rebuildRunning,
   StoreBusyError,
   type MovieTotals,
+  type OpenOptions,
   type Page,
   type PairTotals,
   type RebuildProgress,
+  type RebuildState,
   type ReceivedEvent,
   type Store,
   type UserMovie,
@@ -26,7 +29,7 @@ import {
 const QUERY_NAMES = [
   'readSettings', 'writeSettings', 'lastSeq', 'clientIdExists', 'userId', 'insertUser', 'movieId',
   'insertMovie', 'insertEvent', 'pairState', 'insertPair', 'updatePair', 'addToMovie',
-  'movie', 'user', 'pair', 'userMovies', 'topMovies', 'touchSettings', 'dataVersion',
+  'movie', 'user', 'pair', 'userMovies', 'topMovies', 'touchSettings', 'dataVersion', 'rebuildState',
 ] as const;
 type QueryName = (typeof QUERY_NAMES)[number];
 
@@ -48,7 +51,7 @@ const PAGE_CACHE_KIB = 16 * 1024;
 /** The database is missing, or not one this version of watchtime can use. */
 export class DatabaseUnusableError extends Error {}
 
-export interface SqliteOptions {
+export interface SqliteOptions extends OpenOptions {
   /** For command-line queries: never writes, never migrates. */
   readonly?: boolean;
   /**
@@ -81,12 +84,18 @@ export class SqliteStore implements Store {
   private readonly probe: Database.Transaction<() => void>;
   private readonly walSync: WalSync | undefined;
   private readonly serveLock: ServeLock | undefined;
+  /**
+   * The file's real path: what its -wal, -shm and lock files are named
+   * after. SQLite follows a symbolic link to name its WAL; so must we.
+   */
+  private readonly real: string;
 
   constructor(readonly file: string, options: SqliteOptions = {}) {
     const readonly = options.readonly ?? false;
-    if (!readonly) checkWritable(file);
+    this.real = realFile(file);
+    if (!readonly) checkWritable(this.real);
     try {
-      this.db = new Database(file, { readonly, fileMustExist: readonly });
+      this.db = new Database(this.real, { readonly, fileMustExist: readonly });
     } catch (error) {
       throw new DatabaseUnusableError(`cannot open the database ${file}: ${(error as Error).message}`);
     }
@@ -99,15 +108,15 @@ export class SqliteStore implements Store {
       } else {
         // Before anything is written to it: another application's file stays as it was.
         this.checkOurs();
-        if (options.serveLock) this.serveLock = ServeLock.take(file, options.serveLock);
+        if (options.serveLock) this.serveLock = ServeLock.take(this.real, options.serveLock);
         this.db.pragma('journal_mode = WAL');
         // An acknowledged event survives a power cut, not only a crash: every commit is
         // synced, by SQLite (FULL) or by WalSync before the batch is answered.
-        if (options.syncInBackground) this.walSync = new WalSync(`${file}-wal`);
+        if (options.syncInBackground) this.walSync = new WalSync(`${this.real}-wal`);
         this.db.pragma(`synchronous = ${this.walSync ? 'NORMAL' : 'FULL'}`);
         // The WAL is checkpointed every 1000 pages; this truncates it back after a burst.
         this.db.pragma('journal_size_limit = 67108864');
-        this.migrate();
+        this.migrate(options.onMigration);
       }
       const sql = namedQueries('sqlite', QUERY_NAMES);
       this.q = Object.fromEntries(QUERY_NAMES.map((name) => [name, this.db.prepare(sql[name])])) as Record<
@@ -130,33 +139,41 @@ export class SqliteStore implements Store {
     return this.db.pragma('user_version', { simple: true }) as number;
   }
 
-  private migrate(): void {
+  private migrate(onMigration: OpenOptions['onMigration']): void {
     const steps = migrations('sqlite');
-    const latest = latestVersion(steps);
+    // A newer schema was refused by checkOurs, before the switch to WAL.
     const current = this.schemaVersion();
-    if (current > latest) {
-      throw new DatabaseUnusableError(
-        `${this.file} has schema version ${current}, newer than this watchtime knows (${latest}); upgrade watchtime`,
-      );
-    }
     for (const step of steps.filter((s) => s.version > current)) {
+      const started = performance.now();
       this.db.transaction(() => {
         this.db.exec(step.sql);
         this.db.pragma(`user_version = ${step.version}`);
       }).immediate();
+      onMigration?.({ version: step.version, name: step.name, ms: performance.now() - started });
     }
   }
 
-  /** Refuses a file that holds tables but is not a watchtime database. */
+  /**
+   * Refuses, before anything is written to it, a file that is not a
+   * watchtime database: one that holds anything (a table, a view, a trigger)
+   * or records a schema version without holding our tables, or records a
+   * schema newer than this watchtime knows.
+   */
   private checkOurs(): void {
-    const tables = this.db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").pluck().all() as string[];
-    if (tables.length === 0) return; // new, or empty: ours to make
-    const ours = this.schemaVersion() > 0 && OUR_TABLES.every((name) => tables.includes(name));
-    if (!ours) {
+    const objects = this.db.prepare("SELECT type, name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'").all() as { type: string; name: string }[];
+    const version = this.schemaVersion();
+    if (objects.length === 0 && version === 0) return; // new, or empty: ours to make
+    const tables = objects.filter((o) => o.type === 'table').map((o) => o.name);
+    if (version === 0 || !OUR_TABLES.every((name) => tables.includes(name))) {
+      const holds = objects.length === 0 ? 'nothing' : objects.slice(0, 5).map((o) => `${o.type} ${o.name}`).join(', ');
       throw new DatabaseUnusableError(
-        `${this.file} is not a watchtime database (it holds other tables: ${tables.slice(0, 5).join(', ')}); ` +
+        `${this.file} is not a watchtime database (schema version ${version}, it holds ${holds}); ` +
           'another application\'s file is left as it is',
       );
+    }
+    const latest = latestVersion(migrations('sqlite'));
+    if (version > latest) {
+      throw new DatabaseUnusableError(`${this.file} has schema version ${version}, newer than this watchtime knows (${latest}); upgrade watchtime`);
     }
   }
 
@@ -300,10 +317,16 @@ export class SqliteStore implements Store {
   }
 
   rebuild(rule: AccountingRule, onProgress?: (progress: RebuildProgress) => void): RebuildProgress {
-    const result = whenBusy(() => rebuildOnline(this.db, this.file, rule, onProgress));
+    const result = whenBusy(() => rebuildOnline(this.db, this.real, rule, onProgress));
     this.knownPairs.clear();
     this.answers.clear();
     return result;
+  }
+
+  rebuildState(): RebuildState {
+    const row = this.q.rebuildState.get() as RebuildRow;
+    const { generation, lastSwapAt, startedAt, done, total } = row;
+    return { running: rebuildRunning(row), done, total, startedAt, lastSwapAt, generation };
   }
 
   probeWritable(): void {
@@ -316,7 +339,7 @@ export class SqliteStore implements Store {
   }
 
   sizeBytes(): number {
-    const size = (suffix: string) => statSync(`${this.file}${suffix}`, { throwIfNoEntry: false })?.size ?? 0;
+    const size = (suffix: string) => statSync(`${this.real}${suffix}`, { throwIfNoEntry: false })?.size ?? 0;
     return size('') + size('-wal');
   }
 
@@ -343,7 +366,8 @@ function checkWritable(file: string): void {
   try {
     mkdirSync(dir, { recursive: true });
     accessSync(dir, constants.W_OK);
-    if (existsSync(file)) accessSync(file, constants.W_OK);
+    // The -wal and -shm too: left by another user (root's `watchtime query`), they make every commit fail.
+    for (const each of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(each)) accessSync(each, constants.W_OK);
   } catch (error) {
     const { code, path: denied } = error as NodeJS.ErrnoException;
     throw new DatabaseUnusableError(
@@ -351,6 +375,30 @@ function checkWritable(file: string): void {
         '(serving and rebuilding write the file and create its -wal and -shm beside it; `watchtime query` only reads)',
     );
   }
+}
+
+/**
+ * The real path of the database file, and what cannot be one: an empty --db
+ * (an unset shell variable) or an in-memory database would lose every event,
+ * and a file with several hard links has several WALs and no common lock.
+ */
+function realFile(file: string): string {
+  if (file.trim() === '' || file === ':memory:' || file.startsWith('file:')) {
+    throw new DatabaseUnusableError(`--db must name a database file, not ${JSON.stringify(file)}`);
+  }
+  const found = statSync(file, { throwIfNoEntry: false });
+  if (found === undefined) {
+    // New: its folder may exist under another name.
+    const dir = path.dirname(path.resolve(file));
+    return existsSync(dir) ? path.join(realpathSync(dir), path.basename(file)) : path.resolve(file);
+  }
+  if (found.isDirectory()) throw new DatabaseUnusableError(`${file} is a folder; --db names the database file`);
+  if (found.nlink > 1) {
+    throw new DatabaseUnusableError(
+      `${file} has ${found.nlink} hard links: SQLite names its WAL and its locks after the path, so two names of one file would each have their own; keep one name`,
+    );
+  }
+  return realpathSync(file);
 }
 
 /** An error of opening the file, as one line that says which file; other errors as they are. */
@@ -376,6 +424,18 @@ function whenBusy<T>(fn: () => T): T {
     if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') throw new StoreBusyError((error as Error).message);
     throw error;
   }
+}
+
+/** The settings row's rebuild columns (queries.sql: rebuildState). */
+interface RebuildRow {
+  generation: number;
+  lastSwapAt: number | null;
+  startedAt: number | null;
+  done: number;
+  total: number;
+  progressAt: number | null;
+  pid: number | null;
+  host: string | null;
 }
 
 interface BatchOutcome {
