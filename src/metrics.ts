@@ -2,8 +2,11 @@
 // ingest queue and the HTTP server do, the database's size, and Node's own
 // process metrics. Names follow Prometheus's conventions: a `watchtime_`
 // prefix, `_total` for counters, base units (seconds, bytes).
+import { readFileSync } from 'node:fs';
 import client from 'prom-client';
-import type { Awaitable } from './store/store.ts';
+import type { Awaitable, RebuildState } from './store/store.ts';
+
+const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
 /** The lookups' route templates, which the server's fast path gives without matching the path again. */
 export const LOOKUP_ROUTES = {
@@ -30,24 +33,50 @@ export function routeOf(url: string): string {
   return 'other';
 }
 
+
 export interface MetricSources {
   queueDepth: () => number;
+  queueCapacity: number;
   /** Bytes the database takes, when the store can say. */
   databaseBytes: () => Awaitable<number | undefined>;
+  /** Log lines dropped because the log could not be written. */
+  droppedLogLines?: () => number;
+  rebuild?: () => Awaitable<RebuildState | undefined>;
 }
+
+/** The problem kinds an ingest request can be refused with: their series exist at 0 from the start, for alerts. */
+const INGEST_REFUSALS = [
+  'invalid-event', 'invalid-body', 'invalid-request', 'unauthorized', 'body-too-large', 'unsupported-media-type',
+  'queue-full', 'busy-reading', 'shutting-down', 'storage-unavailable', 'internal',
+];
+
+/** Methods kept as label values; any other is `other`, so that a client cannot make new series. */
+const METHODS = new Set(['GET', 'POST', 'HEAD', 'PUT', 'DELETE', 'OPTIONS', 'PATCH']);
+
+/**
+ * prom-client's gauges whose names end in _total, which promtool rejects for
+ * anything but a counter; the same figures stay as nodejs_active_handles and
+ * nodejs_active_requests, by type.
+ */
+const MISNAMED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
 export class Metrics {
   readonly registry = new client.Registry();
   private readonly accepted: client.Counter;
   private readonly duplicates: client.Counter;
   private readonly rejected: client.Counter<'reason'>;
+  private readonly rejectedEvents: client.Counter<'reason'>;
   private readonly batchSize: client.Histogram;
   private readonly flushSeconds: client.Histogram;
+  private readonly syncSeconds: client.Histogram;
+  private readonly flushFailures: client.Counter;
+  private readonly rebuildGauges: Record<'running' | 'started' | 'done' | 'total' | 'lastSwap' | 'generation', client.Gauge>;
   private readonly http = new HttpSeries();
 
-  constructor(sources: MetricSources) {
+  constructor(private readonly sources: MetricSources) {
     const registers = [this.registry];
     client.collectDefaultMetrics({ register: this.registry });
+    for (const name of MISNAMED_DEFAULTS) this.registry.removeSingleMetric(name);
     this.accepted = new client.Counter({ name: 'watchtime_events_accepted_total', help: 'Events stored and applied.', registers });
     this.duplicates = new client.Counter({
       name: 'watchtime_events_duplicate_total',
@@ -60,6 +89,56 @@ export class Metrics {
       labelNames: ['reason'],
       registers,
     });
+    this.rejectedEvents = new client.Counter({
+      name: 'watchtime_ingest_rejected_events_total',
+      help: 'Events in refused ingest requests, by the problem type of the answer (a refused body that was never read counts none).',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of INGEST_REFUSALS) {
+      this.rejected.inc({ reason }, 0);
+      this.rejectedEvents.inc({ reason }, 0);
+    }
+    this.flushFailures = new client.Counter({
+      name: 'watchtime_flush_failures_total',
+      help: 'Batches whose transaction failed; every request in them was answered 503 and none of their events stored.',
+      registers,
+    });
+    this.syncSeconds = new client.Histogram({
+      name: 'watchtime_flush_sync_seconds',
+      help: "Time from the end of a batch's commit on the event loop until it is durable: on SQLite the WAL's fsync on the thread pool; on PostgreSQL the whole transaction, which syncs inside COMMIT.",
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    });
+    new client.Gauge({
+      name: 'watchtime_queue_capacity_events',
+      help: 'Events the ingest queue holds at most (--queue-size); depth over capacity is its saturation.',
+      registers,
+    }).set(sources.queueCapacity);
+    new client.Gauge({
+      name: 'watchtime_build_info',
+      help: 'The running version of watchtime and of Node.js; always 1.',
+      labelNames: ['version', 'node'],
+      registers,
+    }).set({ version, node: process.version }, 1);
+    new client.Counter({
+      name: 'watchtime_log_lines_dropped_total',
+      help: 'Log lines that could not be written (a full disk, a closed pipe) and were dropped; the server serves on.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(sources.droppedLogLines?.() ?? 0);
+      },
+    });
+    const gauge = (name: string, help: string) => new client.Gauge({ name: `watchtime_rebuild_${name}`, help, registers });
+    this.rebuildGauges = {
+      running: gauge('running', '1 while a `watchtime rebuild` of this database is under way, else 0.'),
+      started: gauge('started_timestamp_seconds', 'When the running rebuild started; 0 when none. Set while running is 0: a rebuild that died.'),
+      done: gauge('done_events', 'Events the running or last rebuild has applied.'),
+      total: gauge('total_events', 'Events the running or last rebuild has to apply (it grows while events arrive).'),
+      lastSwap: gauge('last_swap_timestamp_seconds', 'When a rebuild last swapped its totals in, in seconds since the epoch; 0 if never.'),
+      generation: gauge('generation', 'Rebuilds swapped in on this database, all time.'),
+    };
     this.batchSize = new client.Histogram({
       name: 'watchtime_batch_size_events',
       help: 'Events committed in one transaction.',
@@ -91,15 +170,22 @@ export class Metrics {
     });
   }
 
-  flushed(events: number, duplicates: number, seconds: number): void {
+  flushed(events: number, duplicates: number, seconds: number, syncSeconds: number): void {
     this.accepted.inc(events - duplicates);
     this.duplicates.inc(duplicates);
     this.batchSize.observe(events);
     this.flushSeconds.observe(seconds);
+    this.syncSeconds.observe(syncSeconds);
   }
 
-  refused(reason: string): void {
+  flushFailed(): void {
+    this.flushFailures.inc();
+  }
+
+  /** An ingest request refused, with its events when the body was read. */
+  refused(reason: string, events = 0): void {
     this.rejected.inc({ reason });
+    if (events > 0) this.rejectedEvents.inc({ reason }, events);
   }
 
   answered(route: string, method: string, status: number, seconds: number): void {
@@ -108,7 +194,21 @@ export class Metrics {
 
   /** The text of GET /metrics. */
   async text(): Promise<string> {
+    await this.readRebuild();
     return (await this.registry.metrics()) + this.http.text();
+  }
+
+  /** Read once a scrape: the rebuild says where it is in the database. */
+  private async readRebuild(): Promise<void> {
+    const state = await Promise.resolve(this.sources.rebuild?.()).catch(() => undefined);
+    if (!state) return;
+    const g = this.rebuildGauges;
+    g.running.set(state.running ? 1 : 0);
+    g.started.set(state.startedAt === null ? 0 : state.startedAt / 1000);
+    g.done.set(state.done);
+    g.total.set(state.total);
+    g.lastSwap.set(state.lastSwapAt === null ? 0 : state.lastSwapAt / 1000);
+    g.generation.set(state.generation);
   }
 }
 
@@ -131,7 +231,8 @@ interface Series {
 class HttpSeries {
   private readonly byRoute = new Map<string, Map<string, Series>>();
 
-  record(route: string, method: string, status: number, seconds: number): void {
+  record(route: string, anyMethod: string, status: number, seconds: number): void {
+    const method = METHODS.has(anyMethod) ? anyMethod : 'other';
     let methods = this.byRoute.get(route);
     if (methods === undefined) this.byRoute.set(route, (methods = new Map()));
     let series = methods.get(method);

@@ -5,7 +5,8 @@ import { describeRule, resolveRule, sameRule, SettingsMismatchError, type Reques
 import { createApp, DEFAULT_BODY_MEMORY } from './http/app.ts';
 import { IngestQueue } from './ingest/queue.ts';
 import { Metrics } from './metrics.ts';
-import { createLogger, type Logger } from './log.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createLogger, droppedLogLines, EpisodeLog, type EpisodeTiming, type Logger } from './log.ts';
 import { describeDb, openStore } from './store/open.ts';
 
 export interface ServerConfig {
@@ -23,14 +24,29 @@ export interface ServerConfig {
   bodyMemory?: number;
   /** Slow clients are cut off: headers must arrive within headersMs, the whole request within requestMs. */
   timeouts?: { headersMs: number; requestMs: number };
+  /**
+   * Shutdown's lame duck: how long /readyz answers 503 while requests are
+   * still served, so that a load balancer sees the server leave. Only when
+   * something probed /readyz in the last minute: with nobody watching there
+   * is nobody to tell, and the server stops at once.
+   */
+  drainMs?: number;
+  /** Shutdown: how long open requests may take once the queue is flushed. */
+  closeGraceMs?: number;
+  /** How long an idle keep-alive connection is kept: longer than a load balancer's own idle timeout (60 s for most). */
+  keepAliveMs?: number;
+  /** How faults that repeat are summed up in the log (tests shorten it). */
+  episodes?: EpisodeTiming;
 }
+
+export const LIFECYCLE_DEFAULTS = { drainMs: 5_000, closeGraceMs: 5_000, keepAliveMs: 65_000 } as const;
+/** A readiness probe this recent means a load balancer is watching, and the shutdown drains for it. */
+const PROBED_WITHIN_MS = 60_000;
 
 /** A 10,000-event batch of 200-character names fits with room to spare. */
 const BODY_LIMIT = 16 * 1024 * 1024;
 /** How long events wait for a database locked by a rebuild before they are refused. */
 const LOCK_WAIT_MS = 30_000;
-/** How long shutdown waits for open requests after the queue is flushed. */
-const CLOSE_GRACE_MS = 5_000;
 
 export interface RunningServer {
   url: string;
@@ -42,7 +58,13 @@ export interface RunningServer {
 export async function startServer(config: ServerConfig, log: Logger = createLogger()): Promise<RunningServer> {
   // busyTimeout 0: a locked database must not block the event loop; the queue retries instead.
   // serveLock: one serving process per SQLite file (PostgreSQL takes none).
-  const store = await openStore(config.db, { busyTimeoutMs: 0, syncInBackground: true, serveLock: { host: config.host, port: config.port } });
+  const store = await openStore(config.db, {
+    busyTimeoutMs: 0,
+    syncInBackground: true,
+    serveLock: { host: config.host, port: config.port },
+    onMigration: ({ version, name, ms }) =>
+      log.info({ db: describeDb(config.db), version, name, ms: Math.round(ms) }, `applied schema migration ${version} (${name})`),
+  });
   let settingsInForce = {};
   try {
     const stored = await store.settings();
@@ -66,10 +88,21 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     queueSize: config.queueSize,
     flushMs: config.flushMs,
     lockWaitMs: LOCK_WAIT_MS,
-    onFlushed: (events, duplicates, seconds) => metrics.flushed(events, duplicates, seconds),
+    onFlushed: (events, duplicates, seconds, syncSeconds) => metrics.flushed(events, duplicates, seconds, syncSeconds),
+    onFailed: () => metrics.flushFailed(),
   });
-  const metrics = new Metrics({ queueDepth: () => queue.stats().depth, databaseBytes: () => store.sizeBytes() });
+  const metrics = new Metrics({
+    queueDepth: () => queue.stats().depth,
+    queueCapacity: config.queueSize,
+    databaseBytes: () => store.sizeBytes(),
+    droppedLogLines: () => droppedLogLines.count,
+    rebuild: store.rebuildState ? () => store.rebuildState!() : undefined,
+  });
+  const { drainMs, closeGraceMs, keepAliveMs } = { ...LIFECYCLE_DEFAULTS, ...definedOnly(config) };
+  const episodes = new EpisodeLog(log, config.episodes);
   let closing = false;
+  let draining = false;
+  let probedAt = -Infinity;
   const handler = createApp({
     store,
     queue,
@@ -78,7 +111,10 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     bodyLimit: BODY_LIMIT,
     bodyMemory: config.bodyMemory,
     isClosing: () => closing,
+    isDraining: () => draining,
+    onReadinessProbe: () => (probedAt = Date.now()),
     log,
+    episodes,
     metrics,
   });
   const { headersMs, requestMs } = config.timeouts ?? { headersMs: 10_000, requestMs: 30_000 };
@@ -86,7 +122,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     {
       headersTimeout: headersMs,
       requestTimeout: requestMs,
-      keepAliveTimeout: 5_000,
+      keepAliveTimeout: keepAliveMs,
       // Node checks those timeouts on this tick, every 30 s by default: far too coarse.
       connectionsCheckingInterval: Math.min(1_000, headersMs / 2),
     },
@@ -116,20 +152,34 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
       bodyMemory: config.bodyMemory ?? DEFAULT_BODY_MEMORY,
       ingestToken: Boolean(config.ingestToken),
       readToken: Boolean(config.readToken),
+      drainMs,
+      closeGraceMs,
+      keepAliveMs,
     },
     `listening on ${config.host}:${port} (${url})`,
   );
+  if (!config.ingestToken && !isLoopback(config.host)) {
+    log.warn(
+      { host: config.host },
+      'ingest is open to anyone who reaches this address (no --ingest-token); set one (or WATCHTIME_INGEST_TOKEN_FILE) unless the network is yours',
+    );
+  }
 
   let closed: Promise<void> | undefined;
   const close = () =>
     (closed ??= (async () => {
+      if (drainMs > 0 && Date.now() - probedAt < PROBED_WITHIN_MS) {
+        draining = true;
+        log.info({ drainMs }, 'draining: /readyz answers 503 while requests are still served');
+        await sleep(drainMs);
+      }
       closing = true;
       const connectionsDone = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       await queue.close();
       // Connections busy until now go idle once answered: close them as they do, the stragglers at the end of the grace.
       const sweep = setInterval(() => server.closeIdleConnections(), 20);
-      const grace = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+      const grace = setTimeout(() => server.closeAllConnections(), closeGraceMs);
       await connectionsDone;
       clearInterval(sweep);
       clearTimeout(grace);
@@ -139,9 +189,18 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         log.warn({ err: error }, 'checkpoint at shutdown failed (the WAL is kept and replayed at next open)');
       }
       await store.close();
+      episodes.close();
       const stats = queue.stats();
       log.info({ committedEvents: stats.committedEvents, batches: stats.batches }, 'stopped');
     })());
 
   return { url, port, close };
+}
+
+const isLoopback = (host: string) => host === 'localhost' || host === '::1' || host.startsWith('127.');
+
+/** The config's options that are set: an undefined one must not hide its default. */
+function definedOnly(config: ServerConfig): Partial<typeof LIFECYCLE_DEFAULTS> {
+  const { drainMs, closeGraceMs, keepAliveMs } = config;
+  return Object.fromEntries(Object.entries({ drainMs, closeGraceMs, keepAliveMs }).filter(([, v]) => v !== undefined));
 }

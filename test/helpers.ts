@@ -45,8 +45,9 @@ export async function serve(
   db: string,
   config: Partial<ServerConfig> = {},
 ): Promise<RunningServer> {
+  // No lame duck unless a test asks for one: a test that probed /readyz would otherwise wait it out at clean-up.
   const server = await startServer(
-    { ...SERVER_DEFAULTS, host: '127.0.0.1', port: 0, db, rule: {}, ...config },
+    { ...SERVER_DEFAULTS, host: '127.0.0.1', port: 0, db, rule: {}, drainMs: 0, ...config },
     silentLogger,
   );
   cleanup(() => server.close());
@@ -123,8 +124,8 @@ export function snapshot(db: string) {
   }
 }
 
-/** The arguments to node of `watchtime serve` on 127.0.0.1 (port 0 unless args say otherwise). */
-export const serveArgs = (args: string[]) => [BIN, 'serve', '--host', '127.0.0.1', '--port', '0', ...args];
+/** The arguments to node of `watchtime serve` on 127.0.0.1 (port 0 and no lame duck unless args say otherwise). */
+export const serveArgs = (args: string[]) => [BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--drain-ms', '0', ...args];
 
 /** `watchtime serve` as a child process on 127.0.0.1 (port 0 unless args say otherwise). */
 export const serverProcess = (args: string[], env: Record<string, string> = {}) => childServer(process.execPath, serveArgs(args), env);

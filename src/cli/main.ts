@@ -4,8 +4,9 @@ import { Command, CommanderError } from 'commander';
 import { ServeLockError } from '../store/serve-lock.ts';
 import { DatabaseUnusableError } from '../store/sqlite.ts';
 import { SettingsMismatchError } from '../accounting.ts';
+import { registerBackup } from './backup.ts';
 import { registerGenerate } from './generate.ts';
-import { CliError, EXIT } from './options.ts';
+import { CliError, EXIT, secretsFromFiles } from './options.ts';
 import { registerQuery } from './query.ts';
 import { registerRebuild } from './rebuild.ts';
 import { registerServe } from './serve.ts';
@@ -24,9 +25,11 @@ const program = new Command('watchtime')
 registerServe(program);
 registerQuery(program);
 registerRebuild(program);
+registerBackup(program);
 registerGenerate(program);
 
 try {
+  secretsFromFiles();
   await program.parseAsync(process.argv);
 } catch (error) {
   if (error instanceof CommanderError) {

@@ -1,4 +1,5 @@
 // Options shared by the commands, each also read from a WATCHTIME_* variable.
+import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, Option } from 'commander';
 import { ACCOUNTING_MODES } from '../accounting.ts';
 import type { LogLevel } from '../log.ts';
@@ -49,6 +50,28 @@ export function bearerToken(raw: string): string {
     throw new InvalidArgumentError('must be one or more visible ASCII characters, with no spaces (unset the option to leave the routes open).');
   }
   return raw;
+}
+
+/** The settings that may be secrets: each can come from a file named by WATCHTIME_<NAME>_FILE instead. */
+const SECRET_SETTINGS = ['WATCHTIME_INGEST_TOKEN', 'WATCHTIME_READ_TOKEN', 'WATCHTIME_DB'];
+
+/**
+ * Reads WATCHTIME_INGEST_TOKEN_FILE and the like into their variables, so
+ * that a secret stays out of `ps` and of the environment of a unit file
+ * (the Docker and Kubernetes secrets convention). One trailing newline is
+ * dropped, as editors and `echo` add one.
+ */
+export function secretsFromFiles(env: NodeJS.ProcessEnv = process.env): void {
+  for (const name of SECRET_SETTINGS) {
+    const file = env[`${name}_FILE`];
+    if (file === undefined) continue;
+    if (env[name] !== undefined) throw new CliError(`set ${name} or ${name}_FILE, not both`, EXIT.usage);
+    try {
+      env[name] = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+    } catch (error) {
+      throw new CliError(`cannot read ${name}_FILE ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+    }
+  }
 }
 
 /** `--flag <value>` that can also come from WATCHTIME_FLAG. */

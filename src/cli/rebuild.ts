@@ -30,7 +30,10 @@ export function registerRebuild(program: Command): void {
     if (!isPostgresUrl(options.db) && !existsSync(options.db)) {
       throw new CliError(`no database at ${options.db} (pass --db or set WATCHTIME_DB)`);
     }
-    const store = await openStore(options.db, { busyTimeoutMs: WAIT_FOR_WRITER_MS });
+    const store = await openStore(options.db, {
+      busyTimeoutMs: WAIT_FOR_WRITER_MS,
+      onMigration: (step) => process.stderr.write(`watchtime: applied schema migration ${step.version} (${step.name}) in ${Math.round(step.ms)} ms\n`),
+    });
     try {
       const rule = resolveRule(await store.settings(), options);
       const started = process.hrtime.bigint();

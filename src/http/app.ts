@@ -6,14 +6,15 @@ import path from 'node:path';
 import polka, { type Request } from 'polka';
 import { fileURLToPath } from 'node:url';
 import sirv from 'sirv';
-import { checkName, MAX_BATCH_EVENTS, validateBatch, type FieldError } from '../event.ts';
+import { checkName, MAX_BATCH_EVENTS, validateBatch } from '../event.ts';
 import { FlushError, QueueClosedError, QueueFullError, type IngestQueue } from '../ingest/queue.ts';
 import { nothingFor, StoreBusyError, type ReceivedEvent, type Store } from '../store/store.ts';
-import type { Logger } from '../log.ts';
+import { EpisodeLog, type Logger } from '../log.ts';
 import { LOOKUP_ROUTES, routeOf, type Metrics } from '../metrics.ts';
 import { bearerCheck } from './auth.ts';
+import { invalid, parseEvents } from './parse-events.ts';
 import { openApiDocument, PROBLEM_TYPES } from './openapi.ts';
-import { BodyBudget, bodyFormat, ClientGoneError, discardRest, readBody, type BodyFormat } from './body.ts';
+import { BodyBudget, bodyFormat, ClientGoneError, discardRest, readBody } from './body.ts';
 import { badRequest, HttpProblem, notFound, notFoundProblem, sendJson, sendProblem, serviceUnavailable } from './problem.ts';
 
 export interface AppOptions {
@@ -25,9 +26,15 @@ export interface AppOptions {
   bodyLimit: number;
   /** Most bytes of all the bodies being read at once; past it a POST gets 503 before its body is read. */
   bodyMemory?: number;
-  /** True once shutdown has begun. */
+  /** True once shutdown has begun and the server no longer takes connections. */
   isClosing: () => boolean;
+  /** True while the server, told to stop, still serves but tells load balancers to go (the lame duck). */
+  isDraining?: () => boolean;
+  /** Told of each readiness probe: the shutdown waits for a load balancer only if one is watching. */
+  onReadinessProbe?: () => void;
   log: Logger;
+  /** Where faults that repeat are logged as episodes; one of its own on `log` when not given. */
+  episodes?: EpisodeLog;
   metrics?: Metrics;
 }
 
@@ -37,44 +44,6 @@ export const DEFAULT_BODY_MEMORY = 64 * 1024 * 1024;
 const CLIENT_CLOSED_REQUEST = 499;
 const DEFAULT_PAGE = 20;
 const MAX_PAGE = 1000;
-
-/**
- * Turns a request body into candidate events, or the reasons it cannot be.
- * `single` is true for a body that is one object rather than a batch.
- */
-export function parseEvents(text: string, format: BodyFormat): { values: unknown[]; single: boolean } {
-  if (format === 'ndjson') {
-    const values: unknown[] = [];
-    const errors: FieldError[] = [];
-    // One event a line, so an event's index is its line number minus one; only a final newline may end it.
-    const lines = text.split('\n');
-    if (lines.length > 1 && lines.at(-1) === '') lines.pop();
-    lines.forEach((line, i) => {
-      if (line.trim() === '') {
-        errors.push({ pointer: `/${i}`, message: `line ${i + 1} is empty` });
-        return;
-      }
-      try {
-        values.push(JSON.parse(line));
-      } catch (error) {
-        errors.push({ pointer: `/${i}`, message: `line ${i + 1} is not valid JSON: ${(error as Error).message}` });
-      }
-    });
-    if (errors.length > 0) throw badRequest(`${errors.length} of ${lines.length} lines are not JSON events; nothing was stored`, errors);
-    return { values, single: false };
-  }
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (error) {
-    throw new HttpProblem(400, 'invalid-body', 'Invalid body', `the body is not valid JSON: ${(error as Error).message}`);
-  }
-  if (Array.isArray(value)) return { values: value, single: false };
-  if (typeof value === 'object' && value !== null) return { values: [value], single: true };
-  throw badRequest('the body must be one event object or an array of events', [
-    { pointer: '', message: 'body must be an object or an array' },
-  ]);
-}
 
 /** Paths anyone may read, token or not: health, and the API's own description. */
 function isPublic(method: string | undefined, path: string): boolean {
@@ -215,6 +184,29 @@ interface ConnectionWrites {
 }
 const WRITES = Symbol('watchtime.writes');
 type TrackedSocket = Socket & { [WRITES]?: ConnectionWrites };
+/** Requests a connection may pipeline behind a write before it is read no further. */
+const MAX_WAITING_BEHIND_A_WRITE = 32;
+
+/**
+ * Runs a write, counted as in flight on its connection until it settles: a
+ * request pipelined behind it waits (RFC 9112 section 9.3), so that a lookup
+ * never answers from before a write it follows, nor a later write overtakes it.
+ */
+async function tracked(req: IncomingMessage, work: () => Promise<void>): Promise<void> {
+  const socket = req.socket as TrackedSocket;
+  const writes = (socket[WRITES] ??= { pending: 0, after: [] });
+  writes.pending += 1;
+  try {
+    await work();
+  } finally {
+    writes.pending -= 1;
+    if (writes.pending === 0 && writes.after.length > 0) {
+      const waiting = writes.after.splice(0);
+      if (socket.isPaused()) socket.resume();
+      for (const next of waiting) next();
+    }
+  }
+}
 
 export function createApp(options: AppOptions) {
   const { store, queue, isClosing, log, metrics } = options;
@@ -225,28 +217,40 @@ export function createApp(options: AppOptions) {
   const onError = (error: unknown, req: IncomingMessage, res: ServerResponse) => {
     // Nobody to answer: the client's fault, not the server's, so no problem, no stack and no refusal counted.
     if (error instanceof ClientGoneError) {
-      res.statusCode = CLIENT_CLOSED_REQUEST;
-      log.debug({ method: req.method, url: req.url, status: CLIENT_CLOSED_REQUEST }, error.message);
+      res.statusCode = error.status;
+      log.debug({ method: req.method, url: req.url, status: error.status }, error.message);
       return;
     }
     // Whatever of the body is still coming is read and dropped, so that the client gets this answer.
     discardRest(req);
     const problem = toProblem(error);
-    if (req.method === 'POST' && INGEST_PATHS.has(routeOf(req.url ?? ''))) metrics?.refused(problem.kind);
+    if (req.method === 'POST' && INGEST_PATHS.has(routeOf(req.url ?? ''))) metrics?.refused(problem.kind, eventsRefused.get(req));
     // A lookup of a name with no events is an answer, not a refusal: no log line.
     if (problem.kind === 'not-found') sendProblem(res, problem, requestId(req));
     else answerProblem(req, res, problem, problem.kind === 'internal' ? error : undefined);
   };
 
+  const episodes = options.episodes ?? new EpisodeLog(log);
+
   /**
-   * Answers a problem, with the request's id as its `instance`, and logs it:
-   * an error for a fault of the server, a warning for a refused request.
+   * Answers a problem, with the request's id as its `instance`, and logs it.
+   * A client's fault (4xx) is a debug line: every scanner's 404 is not news,
+   * and the metrics count them all. The server's own (5xx) is an episode: its
+   * first request in full, at error for a fault (a failed commit, a bug) and
+   * at warn for overload, then counts while it lasts, then a line as it ends.
+   * /readyz's 503 is a probe's answer, not a refusal.
    */
   const answerProblem = (req: IncomingMessage, res: ServerResponse, problem: HttpProblem, fault?: unknown) => {
     const id = requestId(req);
     const fields = { reqId: id, method: req.method, url: req.url, status: problem.status, type: problem.kind, detail: problem.detail };
-    if (fault !== undefined) log.error({ ...fields, err: fault }, 'request failed');
-    else log.warn(fields, 'request refused');
+    if (fault !== undefined) {
+      const error = fault as Error;
+      episodes.occurred(`internal: ${error.name}: ${String(error.message).slice(0, 100)}`, 'error', { ...fields, err: fault }, 'request failed');
+    } else if (problem.status < 500 || problem.kind === 'not-ready') {
+      log.debug(fields, 'request refused');
+    } else {
+      episodes.occurred(problem.kind, problem.kind === 'storage-unavailable' ? 'error' : 'warn', fields, 'request refused');
+    }
     sendProblem(res, problem, id);
   };
 
@@ -294,25 +298,32 @@ export function createApp(options: AppOptions) {
   });
 
   const maxBatch = Math.min(MAX_BATCH_EVENTS, queue.capacity);
+  // A batch the queue could never hold is the client's to split, not a 503 to retry for ever.
+  const maxBatchWhy = maxBatch < MAX_BATCH_EVENTS ? ' on this server (its --queue-size)' : '';
+  /** How many events a refused request held, for the metrics; set only on refusal, so the accepted pay nothing. */
+  const eventsRefused = new WeakMap<IncomingMessage, number>();
   const ingest = async (req: IncomingMessage, res: ServerResponse) => {
     const receivedAt = Date.now();
     const format = bodyFormat(req);
     const text = await readBody(req, bodyLimits);
-    const { values, single } = parseEvents(text, format);
-    if (values.length === 0) throw badRequest('the body holds no event', [{ pointer: '', message: 'a batch needs at least one event' }]);
-    if (values.length > maxBatch) {
-      // A batch the queue could never hold is the client's to split, not a 503 to retry for ever.
-      const why = maxBatch < MAX_BATCH_EVENTS ? ' on this server (its --queue-size)' : '';
-      throw badRequest(`a batch holds at most ${maxBatch} events${why}; this one has ${values.length}`, [
-        { pointer: '', message: `batch must have at most ${maxBatch} events${why}` },
-      ]);
+    const { values, single } = parseEvents(text, format, maxBatch, maxBatchWhy);
+    try {
+      await accept(req, res, values, single, receivedAt);
+    } catch (error) {
+      eventsRefused.set(req, values.length);
+      throw error;
     }
+  };
+
+  /** A request's events, parsed: checked, queued, and answered once committed. */
+  const accept = async (req: IncomingMessage, res: ServerResponse, values: unknown[], single: boolean, receivedAt: number) => {
+    if (values.length === 0) throw badRequest('the body holds no event', [{ pointer: '', message: 'a batch needs at least one event' }]);
     const checked = validateBatch(values, single);
     if ('errors' in checked) {
       const detail = single
         ? 'the event is invalid; nothing was stored'
         : `${checked.invalid} of ${values.length} events are invalid; nothing was stored`;
-      throw new HttpProblem(400, 'invalid-event', 'Invalid event', detail, { errors: checked.errors });
+      throw invalid('invalid-event', detail, checked.errors);
     }
     // Stamped in place rather than copied: under load the queue holds many events.
     const events = checked.events as ReceivedEvent[];
@@ -327,8 +338,10 @@ export function createApp(options: AppOptions) {
     sendJson(res, 200, result);
   };
 
-  on('POST', '/', ingest);
-  on('POST', '/events', ingest);
+  // The same ingest for what polka routes (a query string, a trailing slash), counted as a write alike.
+  const routedIngest = (req: IncomingMessage, res: ServerResponse) => tracked(req, () => ingest(req, res));
+  on('POST', '/', routedIngest);
+  on('POST', '/events', routedIngest);
 
   on('GET', '/livez', (_req, res) => sendJson(res, 200, { status: 'live' }));
 
@@ -376,32 +389,41 @@ export function createApp(options: AppOptions) {
     res.end(text);
   });
 
+  /**
+   * Readiness: whether a load balancer should send this server traffic now.
+   * Only what is this server's own says no: it is draining or shutting
+   * down, or its ingest queue is full. Storage that cannot be written is
+   * said (`degraded`), not a no: on SQLite there is no other server to send
+   * the traffic to and reads are still served, and on PostgreSQL every
+   * server shares the database, so taking them all out would serve nothing.
+   */
   on('GET', '/readyz', async (_req, res) => {
+    options.onReadinessProbe?.();
     const reasons: string[] = [];
     let database = 'writable';
     try {
       await queue.checkWritable();
     } catch (error) {
-      if (error instanceof StoreBusyError) {
-        database = 'locked by another writer (a rebuild); events wait in the queue';
-      } else {
-        database = 'not writable';
-        reasons.push(`the database is not writable: ${(error as Error).message}`);
-      }
+      database =
+        error instanceof StoreBusyError
+          ? 'locked by another writer (a rebuild); events wait in the queue'
+          : `not writable: ${(error as Error).message}`;
     }
     const stats = queue.stats();
+    if (database === 'writable' && stats.lastError) database = `a flush failed in the last seconds: ${stats.lastError.message}`;
     const queueState = { depth: stats.depth, capacity: queue.capacity };
+    if (options.isDraining?.()) reasons.push('draining: the server is stopping and still serves; send new requests elsewhere');
     if (isClosing()) reasons.push('the server is shutting down');
     if (stats.depth >= queue.capacity) reasons.push('the ingest queue is full');
-    if (stats.lastError && database === 'writable') reasons.push(`a flush failed: ${stats.lastError.message}`);
-    // A database that cannot be reached cannot say its rule either; the reasons already say why.
+    // A database that cannot be reached cannot say its rule either; `database` already says why.
     const accounting = await Promise.resolve(store.settings()).catch(() => undefined);
     if (reasons.length > 0) {
       throw new HttpProblem(503, 'not-ready', 'Not ready', reasons.join('; '), {
         extra: { queue: queueState, database, accounting },
       });
     }
-    sendJson(res, 200, { status: 'ready', queue: queueState, database, accounting });
+    const status = database === 'writable' || database.startsWith('locked') ? 'ready' : 'degraded';
+    sendJson(res, 200, { status, queue: queueState, database, accounting });
   });
 
   // The three lookups: through polka's routes, and answered before polka for plain requests (plainLookup).
@@ -521,30 +543,21 @@ export function createApp(options: AppOptions) {
     else res.once('finish', () => record(req, res, started));
   };
 
-  /**
-   * Ingest, counted as in flight on its connection until it is answered: a
-   * request pipelined behind it waits (RFC 9112 section 9.3), so that a
-   * lookup never answers from before a write it follows.
-   */
-  const write = (req: IncomingMessage, res: ServerResponse, started: number) => {
-    const socket = req.socket as TrackedSocket;
-    const writes = (socket[WRITES] ??= { pending: 0, after: [] });
-    writes.pending += 1;
-    answerThen(req, res, started, req.url!, async () => {
-      try {
+  /** Ingest on the fast path, a write its connection waits for (tracked). */
+  const write = (req: IncomingMessage, res: ServerResponse, started: number) =>
+    answerThen(req, res, started, req.url!, () =>
+      tracked(req, () => {
         guard(req, req.url!, res);
-        await ingest(req, res);
-      } finally {
-        writes.pending -= 1;
-        if (writes.pending === 0) for (const next of writes.after.splice(0)) next();
-      }
-    });
-  };
+        return ingest(req, res);
+      }),
+    );
 
   const handle = (req: IncomingMessage, res: ServerResponse) => {
     const writes = (req.socket as TrackedSocket)[WRITES];
     if (writes !== undefined && writes.pending > 0) {
       writes.after.push(() => handle(req, res));
+      // A client that pipelines without end behind a write that waits (a locked database) is read no further.
+      if (writes.after.length === MAX_WAITING_BEHIND_A_WRITE) req.socket.pause();
       return;
     }
     const started = metrics ? performance.now() : 0;

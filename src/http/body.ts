@@ -38,13 +38,25 @@ export function bodyFormat(req: IncomingMessage): BodyFormat {
   return format;
 }
 
-/** The client went away before the end of its body: there is nobody to answer (counted as 499). */
-export class ClientGoneError extends Error {}
+/**
+ * The request ended before its body did, with nobody to answer: the client
+ * went away (499, nginx's "client closed request"), or it was too slow and
+ * Node's request timeout answered 408 itself.
+ */
+export class ClientGoneError extends Error {
+  constructor(
+    message: string,
+    readonly status: 408 | 499,
+  ) {
+    super(message);
+  }
+}
 
 /**
- * The bytes of the bodies being read at once, against a bound: a body's
- * declared length is held before a byte of it is read, and a body of unknown
- * length (chunked, or gzip once decoded) holds more as it grows.
+ * The bytes of the bodies being read at once, against a bound. A body holds
+ * the bytes it has received (decoded, for gzip), not what it declares: a
+ * connection that declares 16 MiB and sends nothing holds nothing, so a few
+ * idle ones cannot shut ingest out.
  */
 export class BodyBudget {
   private used = 0;
@@ -62,8 +74,8 @@ export class BodyBudget {
     this.used -= bytes;
   }
 
-  get inUse(): number {
-    return this.used;
+  get full(): boolean {
+    return this.used >= this.capacity;
   }
 }
 
@@ -111,8 +123,8 @@ export function readBody(req: IncomingMessage, { maxBytes, budget }: BodyLimits)
   const declared = Number(req.headers['content-length']);
   const decoder = decoderFor(req);
   if (declared > maxBytes) return refuse(req, tooLarge(maxBytes));
-  let held = declared > 0 ? declared : 0;
-  if (!budget.take(held)) return refuse(req, tooBusy(budget));
+  if (budget.full) return refuse(req, tooBusy(budget));
+  let held = 0;
 
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -134,10 +146,8 @@ export function readBody(req: IncomingMessage, { maxBytes, budget }: BodyLimits)
     const onChunk = (chunk: Buffer) => {
       size += chunk.length;
       if (size > maxBytes) return settle(tooLarge(maxBytes));
-      if (size > held) {
-        if (!budget.take(size - held)) return settle(tooBusy(budget));
-        held = size;
-      }
+      if (!budget.take(chunk.length)) return settle(tooBusy(budget));
+      held += chunk.length;
       chunks.push(chunk);
     };
     const onEnd = () => {
@@ -150,7 +160,14 @@ export function readBody(req: IncomingMessage, { maxBytes, budget }: BodyLimits)
       settle(undefined, text);
     };
     // A client that goes away mid-body: nothing to answer, but nothing left waiting either.
-    const onGone = () => settle(new ClientGoneError('the client closed the connection before the end of its body'));
+    const onGone = () => {
+      const timedOut = (req.socket as { errored?: { code?: string } | null }).errored?.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+      settle(
+        timedOut
+          ? new ClientGoneError('the body did not arrive within the request timeout; Node answered 408', 408)
+          : new ClientGoneError('the client closed the connection before the end of its body', 499),
+      );
+    };
     const onRaw = decoder ? (chunk: Buffer) => void decoder.write(chunk) : onChunk;
     // With the whole body received, only the decoder can fail: a client that leaves now has sent everything.
     const onRawEnd = decoder
@@ -201,7 +218,9 @@ export function discardRest(req: IncomingMessage): void {
   const stop = () => clearTimeout(timer);
   // When the answer is the connection's last (the client sent Connection: close), Node closes both ways
   // once it is written: close only ours, as RFC 9112 section 9.6 has it, and read on until the body ends.
+  // Only for this body: the connection's later requests close as usual.
   socket.destroySoon = () => socket.end();
+  const restore = () => delete (socket as { destroySoon?: unknown }).destroySoon;
   req.on('data', (chunk: Buffer) => {
     bytes += chunk.length;
     if (bytes > LINGER.bytes) {
@@ -211,6 +230,7 @@ export function discardRest(req: IncomingMessage): void {
   });
   req.once('end', () => {
     stop();
+    restore();
     if (socket.writableEnded) socket.destroy();
   });
   req.once('close', stop);

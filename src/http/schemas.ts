@@ -53,10 +53,12 @@ const QueueState = Type.Object({ depth: count('Events queued.'), capacity: count
 
 export const Live = Type.Object({ status: Type.Literal('live') });
 export const Ready = Type.Object({
-  status: Type.Literal('ready'),
+  status: Type.Union([Type.Literal('ready'), Type.Literal('degraded')], {
+    description: '`degraded`: serving, but the database cannot be written now (`database` says why); events are refused with 503 meanwhile.',
+  }),
   queue: QueueState,
-  database: Type.String(),
-  accounting: AccountingRule,
+  database: Type.String({ description: '`writable`, `locked by another writer …`, `not writable: …`, or `a flush failed in the last seconds: …`.' }),
+  accounting: Type.Optional(AccountingRule),
 });
 
 export const Stats = Type.Object({

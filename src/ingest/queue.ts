@@ -23,8 +23,14 @@ export interface QueueOptions {
   flushMs: number;
   /** How long events may wait for a locked database before they are refused. */
   lockWaitMs: number;
-  /** Told of each committed batch: its events, how many were duplicates, and the seconds its commit took. */
-  onFlushed?: (events: number, duplicates: number, seconds: number) => void;
+  /**
+   * Told of each committed batch: its events, how many were duplicates, the
+   * seconds from the start of its commit until it was durable, and of those
+   * the seconds after the commit's part on the event loop (SQLite's sync).
+   */
+  onFlushed?: (events: number, duplicates: number, seconds: number, syncSeconds: number) => void;
+  /** Told of each batch whose transaction failed. */
+  onFailed?: (error: Error) => void;
 }
 
 /** The queue cannot take the request now: 503 with Retry-After. */
@@ -177,8 +183,11 @@ export class IngestQueue {
     let retryInMs = 0;
     const started = process.hrtime.bigint();
     try {
-      const duplicate = await this.store.ingest(events);
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const durable = this.store.ingest(events);
+      const committed = process.hrtime.bigint();
+      const duplicate = await durable;
+      const done = process.hrtime.bigint();
+      const seconds = Number(done - started) / 1e9;
       let i = 0;
       let batchDuplicates = 0;
       for (const waiting of batch) {
@@ -188,7 +197,7 @@ export class IngestQueue {
         batchDuplicates += duplicates;
       }
       this.duplicateEvents += batchDuplicates;
-      this.options.onFlushed?.(events.length, batchDuplicates, seconds);
+      this.options.onFlushed?.(events.length, batchDuplicates, seconds, Number(done - committed) / 1e9);
       this.committedEvents += events.length - batchDuplicates;
       this.depth -= events.length;
       this.batches += 1;
@@ -203,6 +212,7 @@ export class IngestQueue {
         this.depth -= events.length;
         this.failedBatches += 1;
         this.failed(error as Error);
+        this.options.onFailed?.(error as Error);
         const reason = new FlushError(`the events could not be stored: ${(error as Error).message}`);
         for (const waiting of batch) waiting.reject(reason);
       }
