@@ -1,6 +1,6 @@
 // The PostgreSQL store: several stateless servers over one database. Why it
-// stays exact under concurrency is argued in the README ("Several servers on
-// PostgreSQL"); in short, a batch locks its pairs in one global order, takes
+// stays exact under concurrency is argued in docs/postgres.md ("Why the totals
+// stay exact across servers"); in short, a batch locks its pairs in one global order, takes
 // its events' numbers while it holds them, applies the rule in JS through the
 // same tally as SQLite, and writes everything back in one statement.
 import { setTimeout as sleep } from 'node:timers/promises';

@@ -2,7 +2,7 @@
 // synchronous=NORMAL: the commit writes the batch's frames into the WAL file
 // but does not wait for the disk. Then the WAL file is synced on libuv's
 // thread pool, and the batch is answered only once that sync, begun after
-// its commit, has completed. The README argues why an answered event
+// its commit, has completed. docs/design.md argues why an answered event
 // survives a power cut.
 import { fdatasync, openSync, closeSync } from 'node:fs';
 
