@@ -26,6 +26,10 @@ describe('logs', () => {
     assert.equal(start.maxStep, 120);
     assert.equal(start.batchSize, 500);
     assert.equal(start.ingestToken, false);
+    // A new database: each migration applied is a line of its own, before the start line.
+    const migrations = lines(server.stderr()).filter((l) => /^applied schema migration/.test(String(l.msg)));
+    assert.deepEqual(migrations.map((l) => l.version), [1, 2, 3, 4]);
+    assert.ok(migrations.every((l) => l.level === 30 && typeof l.ms === 'number'));
 
     const before = lines(server.stderr()).length;
     for (let i = 0; i < 20; i++) assert.equal((await post(base, { user: 'a', slug: 'm', at: i })).status, 200);

@@ -12,12 +12,13 @@ import { migrations, namedQueries } from './sql-files.ts';
 import { advance, pairKey, Tally, type PairRow, type TotalDelta } from './tally.ts';
 import {
   processHost,
-  rebuildRunning,
+  rebuildStateOf,
   StoreBusyError,
   type MigrationStep,
   type MovieTotals,
   type OpenOptions,
   type Page,
+  type RebuildRow,
   type PairTotals,
   type RebuildProgress,
   type RebuildState,
@@ -365,9 +366,7 @@ export class PostgresStore implements Store {
   }
 
   async rebuildState(): Promise<RebuildState> {
-    const row = (await this.query<RebuildRow>('rebuildState'))[0];
-    const { generation, lastSwapAt, startedAt, done, total } = row;
-    return { running: rebuildRunning(row), done, total, startedAt, lastSwapAt, generation };
+    return rebuildStateOf((await this.query<RebuildRow>('rebuildState'))[0]);
   }
 
   /** Holds the settings row (until the transaction ends) and gives the highest committed number. */
@@ -417,17 +416,6 @@ export class PostgresStore implements Store {
 
 type PairOut = PairRow & { userId: number; movieId: number };
 
-/** The rebuild's row and the settings' (queries.sql: rebuildState). */
-interface RebuildRow {
-  generation: number;
-  lastSwapAt: number | null;
-  startedAt: number | null;
-  done: number;
-  total: number;
-  progressAt: number | null;
-  pid: number | null;
-  host: string | null;
-}
 
 /** A batch's pairs as the column arrays that unnest takes. */
 function pairColumns(pairs: PairOut[]): unknown[] {

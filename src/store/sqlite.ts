@@ -12,11 +12,12 @@ import { migrations, namedQueries } from './sql-files.ts';
 import { pairKey, Tally, writeTally, type PairRow } from './tally.ts';
 import { WalSync } from './wal-sync.ts';
 import {
-  rebuildRunning,
+  rebuildStateOf,
   StoreBusyError,
   type MovieTotals,
   type OpenOptions,
   type Page,
+  type RebuildRow,
   type PairTotals,
   type RebuildProgress,
   type RebuildState,
@@ -324,9 +325,7 @@ export class SqliteStore implements Store {
   }
 
   rebuildState(): RebuildState {
-    const row = this.q.rebuildState.get() as RebuildRow;
-    const { generation, lastSwapAt, startedAt, done, total } = row;
-    return { running: rebuildRunning(row), done, total, startedAt, lastSwapAt, generation };
+    return rebuildStateOf(this.q.rebuildState.get() as RebuildRow);
   }
 
   probeWritable(): void {
@@ -426,17 +425,6 @@ function whenBusy<T>(fn: () => T): T {
   }
 }
 
-/** The settings row's rebuild columns (queries.sql: rebuildState). */
-interface RebuildRow {
-  generation: number;
-  lastSwapAt: number | null;
-  startedAt: number | null;
-  done: number;
-  total: number;
-  progressAt: number | null;
-  pid: number | null;
-  host: string | null;
-}
 
 interface BatchOutcome {
   duplicate: boolean[];

@@ -126,6 +126,23 @@ export function rebuildRunning(
   return now - (row.progressAt ?? row.startedAt) <= REBUILD_SILENT_MS;
 }
 
+/** What queries.sql's rebuildState reads, on both stores. */
+export interface RebuildRow {
+  generation: number;
+  lastSwapAt: number | null;
+  startedAt: number | null;
+  done: number;
+  total: number;
+  progressAt: number | null;
+  pid: number | null;
+  host: string | null;
+}
+
+export function rebuildStateOf(row: RebuildRow): RebuildState {
+  const { generation, lastSwapAt, startedAt, done, total } = row;
+  return { running: rebuildRunning(row), done, total, startedAt, lastSwapAt, generation };
+}
+
 export interface Store {
   /** The rule the aggregates were computed under; undefined for a new database. */
   settings(): Awaitable<AccountingRule | undefined>;
