@@ -23,10 +23,11 @@ RUN npm ci \
  && find build/Release -mindepth 1 -maxdepth 1 ! -name better_sqlite3.node -exec rm -rf {} + \
  && test -f build/Release/better_sqlite3.node
 
-# Run: no compiler, not root, data in a volume.
+# Run: no compiler, not root, data in a volume. The database is the default
+# ./data/watchtime.db, in /app/data: no WATCHTIME_DB is set here, so that
+# -e WATCHTIME_DB and -e WATCHTIME_DB_FILE both work.
 FROM ${NODE_IMAGE}
-ENV NODE_ENV=production \
-    WATCHTIME_DB=/data/watchtime.db
+ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY package.json ./
@@ -34,16 +35,19 @@ COPY --from=build /app/dist ./dist
 COPY bin ./bin
 COPY sql ./sql
 COPY src/web ./src/web
-RUN mkdir /data && chown node:node /data
+RUN mkdir /app/data && chown node:node /app/data
 USER node
-VOLUME /data
+VOLUME /app/data
 EXPOSE 8000
 # Liveness, not readiness: a restart helps a process that stopped answering,
 # not one whose disk is full or whose database is away (/readyz says those).
-HEALTHCHECK --interval=10s --timeout=3s \
-  CMD node -e "fetch('http://127.0.0.1:8000/livez').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"
+# It asks the port of WATCHTIME_PORT: set the port that way, not with --port.
+# The start period covers migrations, which run before the server listens.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s \
+  CMD node -e "fetch('http://127.0.0.1:' + (process.env.WATCHTIME_PORT || 8000) + '/livez').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"
 # The server handles SIGTERM itself (drain, flush, checkpoint, exit 0), so it can be PID 1.
-# docker stop waits 10 s by default: give it more (`docker stop -t 30`, compose's
-# stop_grace_period) when a load balancer drains it for --drain-ms first.
+# docker stop waits 10 s by default: give it the drain and the grace (`docker stop -t 20`,
+# compose's stop_grace_period) when a load balancer drains it for --drain-ms first.
 ENTRYPOINT ["node", "bin/watchtime"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
+# serve's defaults are all interfaces and port 8000; WATCHTIME_* variables change them.
+CMD ["serve"]

@@ -52,7 +52,7 @@ export interface RunningServer {
   url: string;
   port: number;
   /** Stops accepting, flushes the queue, checkpoints and closes the database. */
-  close(): Promise<void>;
+  close(options?: { drain?: boolean }): Promise<void>;
 }
 
 export async function startServer(config: ServerConfig, log: Logger = createLogger()): Promise<RunningServer> {
@@ -166,9 +166,9 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   }
 
   let closed: Promise<void> | undefined;
-  const close = () =>
+  const close = ({ drain = true } = {}) =>
     (closed ??= (async () => {
-      if (drainMs > 0 && Date.now() - probedAt < PROBED_WITHIN_MS) {
+      if (drain && drainMs > 0 && Date.now() - probedAt < PROBED_WITHIN_MS) {
         draining = true;
         log.info({ drainMs }, 'draining: /readyz answers 503 while requests are still served');
         await sleep(drainMs);

@@ -14,6 +14,7 @@ import pino from 'pino';
 import { EpisodeLog } from '../src/log.ts';
 import { SERVER_DEFAULTS } from '../src/cli/options.ts';
 import { startServer } from '../src/server.ts';
+import { describeDb } from '../src/store/open.ts';
 import { BIN, cleanupAfter, cli, freePort, get, post, serveArgs, serverProcess, tempDir } from './helpers.ts';
 
 const jsonLines = (text: string) =>
@@ -149,12 +150,26 @@ describe('the lame duck', () => {
     await until('/readyz to say draining', async () => (await get(base, '/readyz')).status === 503);
     const draining = await get(base, '/readyz');
     assert.match(draining.body.detail, /draining/);
-    // Still served meanwhile: writes and reads.
-    assert.equal((await post(base, { user: 'a', slug: 'm', at: 10 })).status, 200);
+    // Still served meanwhile, writes and reads, each answer telling its client to reconnect elsewhere.
+    const during = await post(base, { user: 'a', slug: 'm', at: 10 });
+    assert.equal(during.status, 200);
+    assert.equal(during.headers.get('connection'), 'close');
     assert.equal((await get(base, '/users/a/watch-time')).body.watchTime, 10);
     assert.equal(await server.exited, 0, server.stderr());
     assert.ok(Date.now() - signalled >= 1400, 'it waited for the drain');
     assert.ok(jsonLines(server.stderr()).some((l) => /^draining/.test(l.msg)));
+  });
+
+  test('Ctrl-C (SIGINT) does not wait for the drain, even with /readyz probed', async (t) => {
+    const cleanup = cleanupAfter(t);
+    const server = serverProcess(['--db', path.join(tempDir(cleanup), 'w.db'), '--drain-ms', '30000']);
+    cleanup(() => server.child.kill('SIGKILL'));
+    const base = await server.listening;
+    assert.equal((await get(base, '/readyz')).status, 200);
+    const signalled = Date.now();
+    server.child.kill('SIGINT');
+    assert.equal(await server.exited, 0);
+    assert.ok(Date.now() - signalled < 10_000, 'no drain for an interactive stop');
   });
 
   test('SIGTERM with nobody probing /readyz stops at once; idle connections are kept past 60 s load balancers', async (t) => {
@@ -197,6 +212,25 @@ describe('secrets and defaults', () => {
     const missing = await cli(['query', 'top'], { WATCHTIME_DB_FILE: path.join(dir, 'nope') });
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /^watchtime: cannot read WATCHTIME_DB_FILE .*nope: ENOENT\n$/);
+  });
+
+  test('a malformed token in a file is refused without showing it; a password in a URL\'s query is not shown either', async (t) => {
+    const dir = tempDir(cleanupAfter(t));
+    const tokenFile = path.join(dir, 'token');
+    writeFileSync(tokenFile, 'S3CRET two\n');
+    const run = await cli(['serve', '--port', '0', '--db', path.join(dir, 'w.db')], { WATCHTIME_INGEST_TOKEN_FILE: tokenFile });
+    assert.equal(run.code, 2);
+    assert.match(run.stderr, /^watchtime: the token in WATCHTIME_INGEST_TOKEN_FILE .*token must be one or more visible ASCII characters.*the value is not shown\n$/);
+    assert.ok(!run.stderr.includes('S3CRET'));
+    const direct = await cli(['serve', '--port', '0', '--db', path.join(dir, 'w.db'), '--read-token', 'S3CRET two']);
+    assert.equal(direct.code, 2);
+    assert.ok(!direct.stderr.includes('S3CRET'), direct.stderr);
+    assert.equal(describeDb('postgres://wt@db/watchtime?password=S3cret&sslmode=require'), 'postgres://wt@db/watchtime?password=***&sslmode=require');
+    assert.equal(describeDb('postgres://wt:S3cret@db/watchtime'), 'postgres://wt:***@db/watchtime');
+    // A database that is away at start: one line, no stack, no password.
+    const away = await cli(['serve', '--port', '0', '--db', 'postgres://wt:S3cret@127.0.0.1:1/watchtime']);
+    assert.equal(away.code, 1);
+    assert.match(away.stderr, /^watchtime: cannot use the database: connect ECONNREFUSED 127\.0\.0\.1:1 \(ECONNREFUSED\)\n$/);
   });
 
   test('a warning at start when ingest is open on every interface, none on loopback or with a token', async (t) => {

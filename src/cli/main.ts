@@ -40,6 +40,10 @@ try {
   } else if (error instanceof DatabaseUnusableError || error instanceof SettingsMismatchError || error instanceof ServeLockError) {
     process.stderr.write(`watchtime: ${error.message}\n`);
     process.exitCode = EXIT.failure;
+  } else if (isConnectionError(error)) {
+    // A database that is away or refuses us: the operator's to fix, in one line (the URL is not repeated: it may hold a password).
+    process.stderr.write(`watchtime: cannot use the database: ${(error as Error).message} (${(error as { code: string }).code})\n`);
+    process.exitCode = EXIT.failure;
   } else if ((error as { code?: string }).code === 'EADDRINUSE') {
     process.stderr.write(`watchtime: ${(error as Error).message}: another process listens there (pass --port)\n`);
     process.exitCode = EXIT.failure;
@@ -47,4 +51,11 @@ try {
     process.stderr.write(`watchtime: ${(error as Error).stack ?? String(error)}\n`);
     process.exitCode = EXIT.failure;
   }
+}
+
+/** A network error, or PostgreSQL's refusal of a connection (SQLSTATE class 08, 28 or 3D: no such database). */
+function isConnectionError(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  if (typeof code !== 'string') return false;
+  return ['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', '57P03'].includes(code) || /^(08|28|3D)/.test(code);
 }

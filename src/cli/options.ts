@@ -40,16 +40,19 @@ export function integer(min: number, max: number) {
   };
 }
 
+const TOKEN = /^[\x21-\x7e]+$/;
+const TOKEN_RULE = 'must be one or more visible ASCII characters, with no spaces';
+
 /**
- * A bearer token: an empty one (an unset shell variable) would leave the API
- * open without a word, and one with spaces or other than visible ASCII could
- * never be sent back in an Authorization header as given.
+ * Checks a bearer token given to an option: an empty one (an unset shell
+ * variable) would leave the API open without a word, and one with spaces or
+ * other than visible ASCII could never be sent back in an Authorization
+ * header as given. The message never shows the value: it is a secret.
  */
-export function bearerToken(raw: string): string {
-  if (!/^[\x21-\x7e]+$/.test(raw)) {
-    throw new InvalidArgumentError('must be one or more visible ASCII characters, with no spaces (unset the option to leave the routes open).');
+export function checkToken(option: string, value: string | undefined): void {
+  if (value !== undefined && !TOKEN.test(value)) {
+    throw new CliError(`${option} ${TOKEN_RULE} (unset it to leave the routes open); the value is not shown`, EXIT.usage);
   }
-  return raw;
 }
 
 /** The settings that may be secrets: each can come from a file named by WATCHTIME_<NAME>_FILE instead. */
@@ -66,11 +69,16 @@ export function secretsFromFiles(env: NodeJS.ProcessEnv = process.env): void {
     const file = env[`${name}_FILE`];
     if (file === undefined) continue;
     if (env[name] !== undefined) throw new CliError(`set ${name} or ${name}_FILE, not both`, EXIT.usage);
+    let value: string;
     try {
-      env[name] = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+      value = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
     } catch (error) {
       throw new CliError(`cannot read ${name}_FILE ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
     }
+    if (name.endsWith('_TOKEN') && !TOKEN.test(value)) {
+      throw new CliError(`the token in ${name}_FILE ${file} ${TOKEN_RULE}, after one trailing newline; the value is not shown`, EXIT.usage);
+    }
+    env[name] = value;
   }
 }
 

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { LogLevel } from '../log.ts';
-import { accountingOptions, bearerToken, dbOption, envOption, integer, LOG_LEVELS, SERVER_DEFAULTS } from './options.ts';
+import { accountingOptions, checkToken, dbOption, envOption, integer, LOG_LEVELS, SERVER_DEFAULTS } from './options.ts';
 
 interface ServeOptions {
   host: string;
@@ -29,8 +29,8 @@ export function registerServe(program: Command): void {
     .addOption(dbOption());
   for (const option of accountingOptions()) command.addOption(option);
   command
-    .addOption(envOption('--ingest-token <token>', 'require Authorization: Bearer <token> on every POST').argParser(bearerToken))
-    .addOption(envOption('--read-token <token>', 'require Authorization: Bearer <token> on every read but /livez and /readyz').argParser(bearerToken))
+    .addOption(envOption('--ingest-token <token>', 'require Authorization: Bearer <token> on every POST'))
+    .addOption(envOption('--read-token <token>', 'require Authorization: Bearer <token> on every read but /livez and /readyz'))
     .addOption(envOption('--flush-ms <ms>', 'longest the oldest queued event waits before its flush starts; also the retry interval while the database is locked').argParser(integer(1, 10_000)).default(SERVER_DEFAULTS.flushMs))
     .addOption(envOption('--batch-size <events>', 'most events committed in one transaction').argParser(integer(1, 1_000_000)).default(SERVER_DEFAULTS.batchSize))
     .addOption(envOption('--queue-size <events>', 'most events waiting for a commit; past it POSTs get 503').argParser(integer(1, 10_000_000)).default(SERVER_DEFAULTS.queueSize))
@@ -40,6 +40,8 @@ export function registerServe(program: Command): void {
     .addOption(envOption('--keep-alive-ms <ms>', 'how long an idle keep-alive connection is kept; above a load balancer\'s idle timeout (default 65000)').argParser(integer(1, 3_600_000)))
     .addOption(envOption('--log-level <level>', 'least severe log lines written').choices(LOG_LEVELS).default('info'))
     .action(async (options: ServeOptions) => {
+      checkToken('--ingest-token', options.ingestToken);
+      checkToken('--read-token', options.readToken);
       // Loaded here, not at start: the other commands need none of the server's modules (about 25 MB).
       const [{ startServer }, { createLogger }] = await Promise.all([import('../server.ts'), import('../log.ts')]);
       const log = createLogger(options.logLevel);
@@ -59,7 +61,8 @@ export function registerServe(program: Command): void {
         }
         stopping = true;
         log.info(`${signal}: flushing queued events and stopping`);
-        server.close().then(
+        // SIGTERM is what an orchestrator sends, and gets the lame duck; Ctrl-C on a terminal does not wait.
+        server.close({ drain: signal === 'SIGTERM' }).then(
           () => process.exit(0),
           (error) => {
             log.error({ err: error }, 'shutdown failed');

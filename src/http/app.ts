@@ -279,7 +279,8 @@ export function createApp(options: AppOptions) {
 
   /** What every request goes through before its route: the closing notice, and access. */
   const guard = (req: IncomingMessage, path: string, res: ServerResponse) => {
-    if (isClosing()) res.setHeader('Connection', 'close');
+    // Draining or closing: each answer tells its client to reconnect, so that no idle connection is cut under it at the end.
+    if (isClosing() || options.isDraining?.()) res.setHeader('Connection', 'close');
     if (isPublic(req.method, path)) return;
     (req.method === 'POST' ? checkIngest : checkRead)?.(req);
   };

@@ -21,5 +21,7 @@ export function describeDb(db: string): string {
   if (!isPostgresUrl(db)) return db;
   const url = new URL(db);
   if (url.password) url.password = '***';
+  // libpq takes a password in the query string too.
+  for (const key of ['password', 'sslpassword']) if (url.searchParams.has(key)) url.searchParams.set(key, '***');
   return url.toString();
 }
