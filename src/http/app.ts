@@ -24,7 +24,7 @@ export interface AppOptions {
   readToken?: string;
   /** Largest request body, in bytes. */
   bodyLimit: number;
-  /** Most bytes of all the bodies being read at once; past it a POST gets 503 before its body is read. */
+  /** Most bytes of all the bodies being read at once, as received; past it a POST gets 503 busy-reading. */
   bodyMemory?: number;
   /** True once shutdown has begun and the server no longer takes connections. */
   isClosing: () => boolean;
