@@ -1,10 +1,6 @@
 // The HTTP API of SPEC section 3: routes, access checks and error answers.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
-import { createRequire } from 'node:module';
-import path from 'node:path';
 import polka, { type Request } from 'polka';
-import { fileURLToPath } from 'node:url';
 import sirv from 'sirv';
 import { checkName, MAX_BATCH_EVENTS, validateBatch } from '../event.ts';
 import { FlushError, QueueClosedError, QueueFullError, type IngestQueue } from '../ingest/queue.ts';
@@ -12,6 +8,10 @@ import { nothingFor, StoreBusyError, type ReceivedEvent, type Store } from '../s
 import { EpisodeLog, type Logger } from '../log.ts';
 import { LOOKUP_ROUTES, routeOf, type Metrics } from '../metrics.ts';
 import { bearerCheck } from './auth.ts';
+import { tracked, waitBehindWrites } from './connection-order.ts';
+import { DASHBOARD, DOCS_PAGE, problemPage, sendHtml, SWAGGER_UI, UPLOT } from './pages.ts';
+import { nameParam, pageLinks, pageParams } from './params.ts';
+import { requestId } from './request-id.ts';
 import { invalid, parseEvents } from './parse-events.ts';
 import { openApiDocument, PROBLEM_TYPES } from './openapi.ts';
 import { BodyBudget, bodyFormat, ClientGoneError, discardRest, readBody } from './body.ts';
@@ -42,69 +42,11 @@ const INGEST_PATHS = new Set(['/', '/events']);
 export const DEFAULT_BODY_MEMORY = 64 * 1024 * 1024;
 /** HTTP's own status for a client that closed its request before the answer (nginx's). */
 const CLIENT_CLOSED_REQUEST = 499;
-const DEFAULT_PAGE = 20;
-const MAX_PAGE = 1000;
 
 /** Paths anyone may read, token or not: health, and the API's own description. */
 function isPublic(method: string | undefined, path: string): boolean {
   return path === '/livez' || path === '/readyz' || path === '/openapi.json' || path === '/docs' ||
     path.startsWith('/docs/') || path.startsWith('/problems/') || path.startsWith('/dashboard/') || (path === '/' && method === 'GET');
-}
-
-const SWAGGER_UI = path.dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
-const UPLOT = path.join(path.dirname(createRequire(import.meta.url).resolve('uplot/package.json')), 'dist');
-/** The dashboard's files, next to the compiled code's source (dist/http -> src/web). */
-const DASHBOARD = fileURLToPath(new URL('../../src/web/', import.meta.url));
-
-const DOCS_PAGE = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>watchtime API</title><link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
-<body><div id="api"></div><script src="/docs/assets/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({ url: '/openapi.json', dom_id: '#api', deepLinking: true });</script></body></html>
-`;
-
-const escapeHtml = (text: string) => text.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
-
-function problemPage(kind: string, { status, title, explanation }: { status: number; title: string; explanation: string }): string {
-  return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${escapeHtml(title)}</title></head>
-<body><h1>${escapeHtml(title)}</h1><p>HTTP ${status}, <code>/problems/${escapeHtml(kind)}</code></p>
-<p>${escapeHtml(explanation)}</p><p><a href="/docs">The API reference</a></p></body></html>
-`;
-}
-
-function sendHtml(res: ServerResponse, html: string): void {
-  res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': Buffer.byteLength(html) });
-  res.end(html);
-}
-
-const bootId = Math.random().toString(36).slice(2, 8);
-let requestCount = 0;
-
-/**
- * A problem answer's request id: the client's X-Request-Id when it sends a
- * usable one (letters, digits, `.`, `_`, `-`, at most 128), so that its logs
- * and ours meet; else one of ours. Made only for problems: an answer that
- * succeeds pays nothing for it.
- */
-function requestId(req: IncomingMessage): string {
-  const given = rawHeader(req, 'x-request-id');
-  return given !== undefined && /^[\w.-]{1,128}$/.test(given) ? given : nextRequestId();
-}
-
-/** A header's first value, from the raw list: req.headers would build an object of them all. */
-function rawHeader(req: IncomingMessage, lowerCaseName: string): string | undefined {
-  const raw = req.rawHeaders;
-  for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i].length === lowerCaseName.length && raw[i].toLowerCase() === lowerCaseName) return raw[i + 1];
-  }
-  return undefined;
-}
-
-function nextRequestId(): string {
-  requestCount += 1;
-  return `${bootId}-${requestCount.toString(36)}`;
 }
 
 /** The three lookups' paths, without query: a movie's slug, or a user's name and maybe a slug. */
@@ -121,37 +63,6 @@ function plainName(segment: string): string | undefined {
     }
   }
   return checkName(name, 'user').length === 0 ? name : undefined;
-}
-
-function intParam(req: Request, name: string, min: number, max: number, fallback: number): number {
-  const raw = req.query[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!/^\d+$/.test(String(raw)) || value < min || value > max) {
-    throw badRequest(`invalid query parameter ${name}`, [
-      { pointer: `/${name}`, message: `${name} must be an integer from ${min} to ${max}` },
-    ]);
-  }
-  return value;
-}
-
-function nameParam(req: Request, field: 'user' | 'slug'): string {
-  const value = req.params[field];
-  const errors = checkName(value, field);
-  if (errors.length > 0) throw badRequest(`invalid ${field} in the path`, errors);
-  return value;
-}
-
-/** limit and offset of a paginated list. */
-function pageParams(req: Request): { limit: number; offset: number } {
-  return {
-    limit: intParam(req, 'limit', 1, MAX_PAGE, DEFAULT_PAGE),
-    offset: intParam(req, 'offset', 0, Number.MAX_SAFE_INTEGER, 0),
-  };
-}
-
-function pageLinks(req: Request, limit: number, offset: number, more: boolean) {
-  return { limit, offset, next: more ? `${req.path}?limit=${limit}&offset=${offset + limit}` : null };
 }
 
 function toProblem(error: unknown): HttpProblem {
@@ -174,37 +85,6 @@ function originForm(target: string): string {
     return url.pathname + url.search;
   } catch {
     return target;
-  }
-}
-
-/** A connection's writes not yet answered, and the requests that came after them on it. */
-interface ConnectionWrites {
-  pending: number;
-  after: (() => void)[];
-}
-const WRITES = Symbol('watchtime.writes');
-type TrackedSocket = Socket & { [WRITES]?: ConnectionWrites };
-/** Requests a connection may pipeline behind a write before it is read no further. */
-const MAX_WAITING_BEHIND_A_WRITE = 32;
-
-/**
- * Runs a write, counted as in flight on its connection until it settles: a
- * request pipelined behind it waits (RFC 9112 section 9.3), so that a lookup
- * never answers from before a write it follows, nor a later write overtakes it.
- */
-async function tracked(req: IncomingMessage, work: () => Promise<void>): Promise<void> {
-  const socket = req.socket as TrackedSocket;
-  const writes = (socket[WRITES] ??= { pending: 0, after: [] });
-  writes.pending += 1;
-  try {
-    await work();
-  } finally {
-    writes.pending -= 1;
-    if (writes.pending === 0 && writes.after.length > 0) {
-      const waiting = writes.after.splice(0);
-      if (socket.isPaused()) socket.resume();
-      for (const next of waiting) next();
-    }
   }
 }
 
@@ -554,13 +434,7 @@ export function createApp(options: AppOptions) {
     );
 
   const handle = (req: IncomingMessage, res: ServerResponse) => {
-    const writes = (req.socket as TrackedSocket)[WRITES];
-    if (writes !== undefined && writes.pending > 0) {
-      writes.after.push(() => handle(req, res));
-      // A client that pipelines without end behind a write that waits (a locked database) is read no further.
-      if (writes.after.length === MAX_WAITING_BEHIND_A_WRITE) req.socket.pause();
-      return;
-    }
+    if (waitBehindWrites(req, () => handle(req, res))) return;
     const started = metrics ? performance.now() : 0;
     if (req.url !== undefined && req.url.charCodeAt(0) !== 47 /* '/' */) req.url = originForm(req.url);
     // Ingest skips polka's routing too: its paths have no parameters, and nothing but its handler can answer them.

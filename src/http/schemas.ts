@@ -1,36 +1,12 @@
-// What the API answers, as TypeBox schemas: the store's types are derived
-// from them, and the OpenAPI document (openapi.ts) publishes them as they are.
-import Type, { type Static } from 'typebox';
-import { MovieSlug, UserName } from '../event.ts';
+// What the API answers, as TypeBox schemas, which the OpenAPI document
+// (openapi.ts) publishes as they are. The totals themselves are the domain's
+// (../totals.ts), shared with the store; the pages, health and problems are
+// the API's own.
+import Type from 'typebox';
+import { UserName } from '../event.ts';
+import { count, MovieTotals, PairTotals, UserMovie, UserTotals } from '../totals.ts';
 
-const count = (description: string) => Type.Integer({ minimum: 0, description });
-const updatedAt = Type.String({ format: 'date-time', description: 'When the latest event of these totals was received (UTC).' });
-
-export const MovieTotals = Type.Object({
-  slug: MovieSlug,
-  watchTime: count('Seconds watched, all users together.'),
-  viewers: count('Users with at least one event for the movie.'),
-  events: count('Events applied.'),
-  updatedAt,
-}, { additionalProperties: false });
-
-export const UserTotals = Type.Object({
-  user: UserName,
-  watchTime: count('Seconds watched, all movies together.'),
-  movies: count('Movies with at least one event from the user.'),
-  events: count('Events applied.'),
-  updatedAt,
-}, { additionalProperties: false });
-
-const userMovieFields = {
-  slug: MovieSlug,
-  latestMoment: count('The `at` of the pair\'s latest event: where to resume.'),
-  watchTime: count('Seconds of the movie the user watched.'),
-  events: count('Events applied.'),
-  updatedAt,
-};
-export const UserMovie = Type.Object(userMovieFields, { additionalProperties: false });
-export const PairTotals = Type.Object({ user: UserName, ...userMovieFields }, { additionalProperties: false });
+export { MovieTotals, PairTotals, UserMovie, UserTotals };
 
 const pageFields = {
   limit: Type.Integer({ minimum: 1 }),
@@ -81,7 +57,3 @@ export const Problem = Type.Object({
   ),
 }, { description: 'RFC 9457 problem details; /readyz adds queue, database and accounting.' });
 
-export type MovieTotals = Static<typeof MovieTotals>;
-export type UserTotals = Static<typeof UserTotals>;
-export type UserMovie = Static<typeof UserMovie>;
-export type PairTotals = Static<typeof PairTotals>;

@@ -49,6 +49,9 @@ const CACHE_ENTRIES = 50_000;
  */
 const PAGE_CACHE_KIB = 16 * 1024;
 
+/** How long opening waits for another connection's write (a migration, the switch to WAL). */
+const OPEN_WAIT_MS = 5_000;
+
 /** The database is missing, or not one this version of watchtime can use. */
 export class DatabaseUnusableError extends Error {}
 
@@ -101,7 +104,9 @@ export class SqliteStore implements Store {
       throw new DatabaseUnusableError(`cannot open the database ${file}: ${(error as Error).message}`);
     }
     try {
-      this.db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
+      // While opening, wait for another process that is creating or migrating the same file (servers started
+      // together); the server's own timeout (0: never block the event loop) applies from the end of the constructor.
+      this.db.pragma(`busy_timeout = ${OPEN_WAIT_MS}`);
       this.db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
       if (readonly) {
         this.checkOurs();
@@ -128,6 +133,7 @@ export class SqliteStore implements Store {
         this.q[name].pluck();
       }
       this.ingestBatch = this.db.transaction((events: ReceivedEvent[]) => this.applyBatch(events));
+      this.db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? OPEN_WAIT_MS}`);
       this.probe = this.db.transaction(() => void this.q.touchSettings.run());
     } catch (error) {
       this.db.close();

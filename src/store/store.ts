@@ -4,7 +4,7 @@ import { readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { AccountingRule } from '../accounting.ts';
 import type { WatchEvent } from '../event.ts';
-import type { MovieTotals, PairTotals, UserMovie, UserTotals } from '../http/schemas.ts';
+import type { MovieTotals, PairTotals, UserMovie, UserTotals } from '../totals.ts';
 
 export type Awaitable<T> = T | Promise<T>;
 
@@ -24,7 +24,7 @@ export interface ReceivedEvent extends WatchEvent {
   receivedAt: number;
 }
 
-// The answers' shapes are the API's schemas (src/http/schemas.ts).
+// The answers' shapes are the domain's (src/totals.ts), which the API publishes.
 export type { MovieTotals, PairTotals, UserMovie, UserTotals };
 
 export interface Page<T> {
