@@ -98,7 +98,9 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     droppedLogLines: () => droppedLogLines.count,
     rebuild: store.rebuildState ? () => store.rebuildState!() : undefined,
   });
-  const { drainMs, closeGraceMs, keepAliveMs } = { ...LIFECYCLE_DEFAULTS, ...definedOnly(config) };
+  const drainMs = config.drainMs ?? LIFECYCLE_DEFAULTS.drainMs;
+  const closeGraceMs = config.closeGraceMs ?? LIFECYCLE_DEFAULTS.closeGraceMs;
+  const keepAliveMs = config.keepAliveMs ?? LIFECYCLE_DEFAULTS.keepAliveMs;
   const episodes = new EpisodeLog(log, config.episodes);
   let closing = false;
   let draining = false;
@@ -198,9 +200,3 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
 }
 
 const isLoopback = (host: string) => host === 'localhost' || host === '::1' || host.startsWith('127.');
-
-/** The config's options that are set: an undefined one must not hide its default. */
-function definedOnly(config: ServerConfig): Partial<typeof LIFECYCLE_DEFAULTS> {
-  const { drainMs, closeGraceMs, keepAliveMs } = config;
-  return Object.fromEntries(Object.entries({ drainMs, closeGraceMs, keepAliveMs }).filter(([, v]) => v !== undefined));
-}

@@ -8,9 +8,8 @@ import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSyn
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { migrations } from '../src/store/sql-files.ts';
 import { SqliteStore } from '../src/store/sqlite.ts';
-import { cleanupAfter, cli, get, post, serverProcess, snapshot, tempDir, type Cleanup, type Run } from './helpers.ts';
+import { cleanupAfter, cli, get, post, schemaOneDatabase, serverProcess, snapshot, tempDir, type Cleanup, type Run } from './helpers.ts';
 import { heartbeats, pairMembers, population, writePopulation } from './load/population.ts';
 
 /** The events of a seeded database: enough that the copy takes a while, with events still arriving. */
@@ -312,17 +311,7 @@ describe('watchtime backup', () => {
   test('copies a database of an older schema (a backup before an upgrade), without a rebuild\'s half-built tables', async (t) => {
     const dir = tempDir(cleanupAfter(t));
     const db = path.join(dir, 'old.db');
-    const old = new Database(db);
-    old.exec(migrations('sqlite')[0].sql);
-    old.exec(`
-      PRAGMA user_version = 1;
-      INSERT INTO settings VALUES (1, 'progress', 120);
-      INSERT INTO users VALUES (1, 'ann', 30, 1, 2, 2);
-      INSERT INTO movies VALUES (1, 'heat', 30, 1, 2, 2);
-      INSERT INTO user_movies VALUES (1, 1, 40, 30, 2, 2);
-      INSERT INTO events VALUES (1, 1, 1, 10, 1700000000000, NULL), (2, 1, 1, 40, 1700000005000, 'x');
-      CREATE TABLE next_user_movies (user_id INTEGER, movie_id INTEGER);`);
-    old.close();
+    schemaOneDatabase(db, 'CREATE TABLE next_user_movies (user_id INTEGER, movie_id INTEGER);');
 
     const target = path.join(dir, 'b.db');
     const run = await cli(['backup', '--db', db, '--to', target, '--json']);

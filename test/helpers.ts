@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { silentLogger } from '../src/log.ts';
 import { checkAnswer } from './support/openapi-check.ts';
 import { SERVER_DEFAULTS } from '../src/cli/options.ts';
+import { migrations } from '../src/store/sql-files.ts';
 import { startServer, type RunningServer, type ServerConfig } from '../src/server.ts';
 
 export const BIN = fileURLToPath(new URL('../bin/watchtime', import.meta.url));
@@ -154,4 +155,22 @@ export function freePort(): Promise<number> {
       probe.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * A database as watchtime's first schema left it, with one pair's two events
+ * (ann watched heat: at 10, then 40) and its totals; `extra` SQL runs after.
+ */
+export function schemaOneDatabase(file: string, extra = ''): void {
+  const old = new Database(file);
+  old.exec(migrations('sqlite')[0].sql);
+  old.exec(`
+    PRAGMA user_version = 1;
+    INSERT INTO settings VALUES (1, 'progress', 120);
+    INSERT INTO users VALUES (1, 'ann', 30, 1, 2, 2);
+    INSERT INTO movies VALUES (1, 'heat', 30, 1, 2, 2);
+    INSERT INTO user_movies VALUES (1, 1, 40, 30, 2, 2);
+    INSERT INTO events VALUES (1, 1, 1, 10, 1700000000000, NULL), (2, 1, 1, 40, 1700000005000, 'x');
+    ${extra}`);
+  old.close();
 }

@@ -6,9 +6,8 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { migrations } from '../src/store/sql-files.ts';
 import { SqliteStore } from '../src/store/sqlite.ts';
-import { cleanupAfter, cli, get, post, serverProcess, snapshot, tempDir } from './helpers.ts';
+import { cleanupAfter, cli, get, post, schemaOneDatabase, serverProcess, snapshot, tempDir } from './helpers.ts';
 import { heartbeats, population, writePopulation } from './load/population.ts';
 
 /** Columns, keys and indexes of the totals tables, as SQLite reports them. */
@@ -102,16 +101,7 @@ describe('online rebuild', () => {
 describe('migrations', () => {
   test('a database of schema 1 keeps its totals and gains the receive time of their latest event', (t) => {
     const db = path.join(tempDir(cleanupAfter(t)), 'old.db');
-    const old = new Database(db);
-    old.exec(migrations('sqlite')[0].sql);
-    old.exec(`
-      PRAGMA user_version = 1;
-      INSERT INTO settings VALUES (1, 'progress', 120);
-      INSERT INTO users VALUES (1, 'ann', 30, 1, 2, 2);
-      INSERT INTO movies VALUES (1, 'heat', 30, 1, 2, 2);
-      INSERT INTO user_movies VALUES (1, 1, 40, 30, 2, 2);
-      INSERT INTO events VALUES (1, 1, 1, 10, 1700000000000, NULL), (2, 1, 1, 40, 1700000005000, 'x');`);
-    old.close();
+    schemaOneDatabase(db);
 
     const store = new SqliteStore(db);
     try {

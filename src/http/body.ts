@@ -124,10 +124,10 @@ export function readBody(req: IncomingMessage, { maxBytes, budget }: BodyLimits)
   const decoder = decoderFor(req);
   if (declared > maxBytes) return refuse(req, tooLarge(maxBytes));
   if (budget.full) return refuse(req, tooBusy(budget));
-  let held = 0;
 
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
+    // The bytes kept, all held in the budget.
     let size = 0;
     let settled = false;
     const settle = (error: Error | undefined, text?: string) => {
@@ -137,17 +137,16 @@ export function readBody(req: IncomingMessage, { maxBytes, budget }: BodyLimits)
       req.off('end', onRawEnd);
       req.off('error', onGone);
       req.off('close', onGone);
-      budget.give(held);
+      budget.give(size);
       decoder?.destroy();
       if (error === undefined) return resolve(text!);
       if (!(error instanceof ClientGoneError)) discardRest(req);
       reject(error);
     };
     const onChunk = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > maxBytes) return settle(tooLarge(maxBytes));
+      if (size + chunk.length > maxBytes) return settle(tooLarge(maxBytes));
       if (!budget.take(chunk.length)) return settle(tooBusy(budget));
-      held += chunk.length;
+      size += chunk.length;
       chunks.push(chunk);
     };
     const onEnd = () => {

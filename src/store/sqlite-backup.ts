@@ -19,6 +19,7 @@
 import { accessSync, closeSync, constants, existsSync, fsyncSync, linkSync, openSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { openProblem, schemaOf } from './sqlite.ts';
 
 /** The copy cannot be made; the message says why, in one line. */
 export class BackupError extends Error {}
@@ -35,8 +36,6 @@ export interface BackupResult {
   seconds: number;
 }
 
-/** Tables every watchtime database has from its first migration on (as in ./sqlite.ts). */
-const OUR_TABLES = ['settings', 'events', 'users', 'movies'];
 /** Left by a rebuild that was running when the copy was taken: half built, of no use in the copy. */
 const REBUILD_TABLES = ['next_user_movies', 'next_user_totals', 'next_movie_totals'];
 /** Files SQLite keeps beside a database, and the serve lock (./serve-lock.ts). */
@@ -159,9 +158,9 @@ function openSource(source: string): Database.Database {
 
 /** Refuses a file that is not a watchtime database, of whatever schema version (a backup before an upgrade is one). */
 function checkOurs(db: Database.Database, source: string): void {
-  const tables = db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").pluck().all() as string[];
-  const version = db.pragma('user_version', { simple: true }) as number;
-  if (version === 0 || !OUR_TABLES.every((name) => tables.includes(name))) {
+  const { objects, ours } = schemaOf(db);
+  if (!ours) {
+    const tables = objects.filter((o) => o.type === 'table').map((o) => o.name);
     const holds = tables.length === 0 ? 'it is empty' : `it holds ${tables.slice(0, 5).join(', ')}`;
     throw new BackupError(`${source} is not a watchtime database (${holds}); nothing was copied`);
   }
@@ -234,18 +233,8 @@ function syncDirectory(dir: string): void {
 /** An error of opening or reading the source as one line that says which file; others as they are. */
 function explain(error: unknown, source: string): unknown {
   if (error instanceof BackupError || !(error instanceof Database.SqliteError)) return error;
-  switch (error.code) {
-    case 'SQLITE_NOTADB':
-      return new BackupError(`${source} is not a SQLite database, so not a watchtime one; nothing was copied`);
-    case 'SQLITE_READONLY_DIRECTORY':
-      // A reader of a WAL database needs its -shm, made by the first reader when no server runs.
-      return new BackupError(
-        `cannot read ${source} as this user: SQLite must create ${path.basename(source)}-shm beside it and may not write in ` +
-          `${path.dirname(path.resolve(source))}; run as the file's owner, or while its server runs`,
-      );
-    default:
-      return new BackupError(`cannot read ${source}: ${error.message} (${error.code})`);
-  }
+  const known = openProblem(source, error);
+  return new BackupError(known ? `${known}; nothing was copied` : `cannot read ${source}: ${error.message} (${error.code})`);
 }
 
 /** An error of making the copy, as one line; nothing is left under the target name. */

@@ -167,11 +167,9 @@ export class SqliteStore implements Store {
    * schema newer than this watchtime knows.
    */
   private checkOurs(): void {
-    const objects = this.db.prepare("SELECT type, name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'").all() as { type: string; name: string }[];
-    const version = this.schemaVersion();
+    const { version, objects, ours } = schemaOf(this.db);
     if (objects.length === 0 && version === 0) return; // new, or empty: ours to make
-    const tables = objects.filter((o) => o.type === 'table').map((o) => o.name);
-    if (version === 0 || !OUR_TABLES.every((name) => tables.includes(name))) {
+    if (!ours) {
       const holds = objects.length === 0 ? 'nothing' : objects.slice(0, 5).map((o) => `${o.type} ${o.name}`).join(', ');
       throw new DatabaseUnusableError(
         `${this.file} is not a watchtime database (schema version ${version}, it holds ${holds}); ` +
@@ -406,18 +404,39 @@ function realFile(file: string): string {
   return realpathSync(file);
 }
 
+/**
+ * What a SQLite file holds, to tell a watchtime database, of any schema
+ * version, from another application's file: `ours` when it records a
+ * schema version and holds our tables. The store and the backup both ask.
+ */
+export function schemaOf(db: Database.Database): { version: number; objects: { type: string; name: string }[]; ours: boolean } {
+  const objects = db.prepare("SELECT type, name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'").all() as { type: string; name: string }[];
+  const version = db.pragma('user_version', { simple: true }) as number;
+  const tables = objects.filter((o) => o.type === 'table').map((o) => o.name);
+  return { version, objects, ours: version > 0 && OUR_TABLES.every((name) => tables.includes(name)) };
+}
+
+/**
+ * What an error of opening a file says to an operator, in one line, for the
+ * errors that are theirs to fix; undefined for any other.
+ */
+export function openProblem(file: string, error: unknown): string | undefined {
+  if (!(error instanceof Database.SqliteError)) return undefined;
+  if (error.code === 'SQLITE_NOTADB') return `${file} is not a SQLite database, so not a watchtime one`;
+  // A reader of a WAL file needs its -shm, which exists while a server runs, and is made by the first reader otherwise.
+  if (error.code === 'SQLITE_READONLY_DIRECTORY') {
+    return (
+      `cannot read ${file} as this user: SQLite must create ${path.basename(file)}-shm beside it and may not write in ` +
+      `${path.dirname(path.resolve(file))}; run as the file's owner, or while its server runs`
+    );
+  }
+  return undefined;
+}
+
 /** An error of opening the file, as one line that says which file; other errors as they are. */
 function unusable(file: string, error: unknown): unknown {
   if (!(error instanceof Database.SqliteError)) return error;
-  if (error.code === 'SQLITE_NOTADB') return new DatabaseUnusableError(`${file} is not a SQLite database, so not a watchtime one`);
-  // A reader of a WAL file needs its -shm, which exists while a server runs, and is made by the first reader otherwise.
-  if (error.code === 'SQLITE_READONLY_DIRECTORY') {
-    return new DatabaseUnusableError(
-      `cannot read ${file} as this user: SQLite must create ${path.basename(file)}-shm beside it and may not write in ` +
-        `${path.dirname(path.resolve(file))}; run as the file's owner, or while its server runs`,
-    );
-  }
-  return new DatabaseUnusableError(`cannot use the database ${file}: ${error.message} (${error.code})`);
+  return new DatabaseUnusableError(openProblem(file, error) ?? `cannot use the database ${file}: ${error.message} (${error.code})`);
 }
 
 /** Runs `fn`, turning SQLite's lock errors into the store's own. */
