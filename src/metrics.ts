@@ -192,6 +192,10 @@ export class Metrics {
     this.http.record(route, method, status, seconds);
   }
 
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
   /** The text of GET /metrics. */
   async text(): Promise<string> {
     await this.readRebuild();

@@ -5,6 +5,7 @@
 // batch wait: it is flushed as soon as it holds batchSize events or its oldest
 // event is flushMs old.
 import { StoreBusyError, type ReceivedEvent, type Store } from '../store/store.ts';
+import type { EventSink, SinkState } from './sink.ts';
 
 export interface IngestResult {
   accepted: number;
@@ -65,7 +66,7 @@ export interface QueueStats {
   lastError: Error | undefined;
 }
 
-export class IngestQueue {
+export class IngestQueue implements EventSink {
   private waiting: Waiting[] = [];
   private depth = 0;
   private flushing = false;
@@ -119,6 +120,11 @@ export class IngestQueue {
 
   get capacity(): number {
     return this.options.queueSize;
+  }
+
+  state(): SinkState {
+    const { depth, committedEvents, duplicateEvents, lastError } = this.stats();
+    return { depth, committedEvents, duplicateEvents, lastError };
   }
 
   /**
