@@ -107,7 +107,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   let probedAt = -Infinity;
   const handler = createApp({
     store,
-    queue,
+    sink: queue,
     ingestToken: config.ingestToken,
     readToken: config.readToken,
     bodyLimit: BODY_LIMIT,

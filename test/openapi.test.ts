@@ -34,7 +34,7 @@ describe('OpenAPI', () => {
     cleanup(() => store.close());
     const app = createApp({
       store,
-      queue: new IngestQueue(store, { batchSize: 1, queueSize: 1, flushMs: 1, lockWaitMs: 1 }),
+      sink: new IngestQueue(store, { batchSize: 1, queueSize: 1, flushMs: 1, lockWaitMs: 1 }),
       bodyLimit: 1,
       isClosing: () => false,
       log: silentLogger,
