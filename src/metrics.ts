@@ -34,14 +34,33 @@ export function routeOf(url: string): string {
 }
 
 
-export interface MetricSources {
+/** What only the process that writes the database can say. */
+export interface WriterSources {
   queueDepth: () => number;
   queueCapacity: number;
   /** Bytes the database takes, when the store can say. */
   databaseBytes: () => Awaitable<number | undefined>;
+  rebuild?: () => Awaitable<RebuildState | undefined>;
+  /** HTTP workers running, when workers serve HTTP and this process only writes. */
+  workers?: () => number;
+}
+
+export interface MetricSources {
+  /** The HTTP side: requests, refusals. Absent in a writer whose workers serve HTTP. */
+  http: boolean;
+  /** The writer's side: flushes, the queue, the database. Absent in an HTTP worker. */
+  writer?: WriterSources;
   /** Log lines dropped because the log could not be written. */
   droppedLogLines?: () => number;
-  rebuild?: () => Awaitable<RebuildState | undefined>;
+}
+
+/**
+ * One process's metrics as data, for the process that answers /metrics for
+ * every worker: prom-client's JSON, and the HTTP series' raw counts.
+ */
+export interface MetricsSnapshot {
+  registry: client.MetricObjectWithValues<client.MetricValue<string>>[];
+  http: HttpSeriesData;
 }
 
 /** The problem kinds an ingest request can be refused with: their series exist at 0 from the start, for alerts. */
@@ -62,27 +81,85 @@ const MISNAMED_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_request
 
 export class Metrics {
   readonly registry = new client.Registry();
-  private readonly accepted: client.Counter;
-  private readonly duplicates: client.Counter;
-  private readonly rejected: client.Counter<'reason'>;
-  private readonly rejectedEvents: client.Counter<'reason'>;
-  private readonly batchSize: client.Histogram;
-  private readonly flushSeconds: client.Histogram;
-  private readonly syncSeconds: client.Histogram;
-  private readonly flushFailures: client.Counter;
-  private readonly rebuildGauges: Record<'running' | 'started' | 'done' | 'total' | 'lastSwap' | 'generation', client.Gauge>;
   private readonly http = new HttpSeries();
+  private readonly refusals: RefusalCounters | undefined;
+  private readonly writer: WriterMetrics | undefined;
 
-  constructor(private readonly sources: MetricSources) {
+  constructor(sources: MetricSources) {
     const registers = [this.registry];
     client.collectDefaultMetrics({ register: this.registry });
     for (const name of MISNAMED_DEFAULTS) this.registry.removeSingleMetric(name);
-    this.accepted = new client.Counter({ name: 'watchtime_events_accepted_total', help: 'Events stored and applied.', registers });
-    this.duplicates = new client.Counter({
-      name: 'watchtime_events_duplicate_total',
-      help: 'Events acknowledged as duplicates of a stored id, and not applied again.',
+    new client.Gauge({
+      name: 'watchtime_build_info',
+      help: 'The running version of watchtime and of Node.js; always 1.',
+      labelNames: ['version', 'node'],
       registers,
+      aggregator: 'first',
+    }).set({ version, node: process.version }, 1);
+    new client.Counter({
+      name: 'watchtime_log_lines_dropped_total',
+      help: 'Log lines that could not be written (a full disk, a closed pipe) and were dropped; the server serves on.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(sources.droppedLogLines?.() ?? 0);
+      },
     });
+    if (sources.http) this.refusals = new RefusalCounters(registers);
+    if (sources.writer) this.writer = new WriterMetrics(sources.writer, registers);
+  }
+
+  flushed(events: number, duplicates: number, seconds: number, syncSeconds: number): void {
+    this.writer?.flushed(events, duplicates, seconds, syncSeconds);
+  }
+
+  flushFailed(): void {
+    this.writer?.flushFailures.inc();
+  }
+
+  /** An ingest request refused, with its events when the body was read. */
+  refused(reason: string, events = 0): void {
+    this.refusals?.refused(reason, events);
+  }
+
+  answered(route: string, method: string, status: number, seconds: number): void {
+    this.http.record(route, method, status, seconds);
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** The text of GET /metrics. */
+  async text(): Promise<string> {
+    await this.writer?.readRebuild();
+    return (await this.registry.metrics()) + this.http.text();
+  }
+
+  async snapshot(): Promise<MetricsSnapshot> {
+    await this.writer?.readRebuild();
+    return { registry: await this.registry.getMetricsAsJSON(), http: this.http.data() };
+  }
+
+  /**
+   * The text of GET /metrics for a service of several processes: counters
+   * and histograms summed, so that it reads as one server's (the process
+   * metrics too: CPU seconds and resident memory are the whole service's).
+   */
+  static async combined(snapshots: MetricsSnapshot[]): Promise<string> {
+    const registry = client.AggregatorRegistry.aggregate(snapshots.map((s) => s.registry));
+    const http = new HttpSeries();
+    for (const s of snapshots) http.add(s.http);
+    return (await registry.metrics()) + http.text();
+  }
+}
+
+/** The ingest refusals, by the problem type of the answer: counted where requests are answered. */
+class RefusalCounters {
+  private readonly rejected: client.Counter<'reason'>;
+  private readonly rejectedEvents: client.Counter<'reason'>;
+
+  constructor(registers: client.Registry[]) {
     this.rejected = new client.Counter({
       name: 'watchtime_ingest_rejected_requests_total',
       help: 'Ingest requests refused, none of whose events were stored, by the problem type of the answer.',
@@ -99,6 +176,31 @@ export class Metrics {
       this.rejected.inc({ reason }, 0);
       this.rejectedEvents.inc({ reason }, 0);
     }
+  }
+
+  refused(reason: string, events: number): void {
+    this.rejected.inc({ reason });
+    if (events > 0) this.rejectedEvents.inc({ reason }, events);
+  }
+}
+
+/** What the writer does: commits, the queue, the database, a rebuild's progress. */
+class WriterMetrics {
+  private readonly accepted: client.Counter;
+  private readonly duplicates: client.Counter;
+  private readonly batchSize: client.Histogram;
+  private readonly flushSeconds: client.Histogram;
+  private readonly syncSeconds: client.Histogram;
+  readonly flushFailures: client.Counter;
+  private readonly rebuildGauges: Record<'running' | 'started' | 'done' | 'total' | 'lastSwap' | 'generation', client.Gauge>;
+
+  constructor(private readonly sources: WriterSources, registers: client.Registry[]) {
+    this.accepted = new client.Counter({ name: 'watchtime_events_accepted_total', help: 'Events stored and applied.', registers });
+    this.duplicates = new client.Counter({
+      name: 'watchtime_events_duplicate_total',
+      help: 'Events acknowledged as duplicates of a stored id, and not applied again.',
+      registers,
+    });
     this.flushFailures = new client.Counter({
       name: 'watchtime_flush_failures_total',
       help: 'Batches whose transaction failed; every request in them was answered 503 and none of their events stored.',
@@ -115,21 +217,6 @@ export class Metrics {
       help: 'Events the ingest queue holds at most (--queue-size); depth over capacity is its saturation.',
       registers,
     }).set(sources.queueCapacity);
-    new client.Gauge({
-      name: 'watchtime_build_info',
-      help: 'The running version of watchtime and of Node.js; always 1.',
-      labelNames: ['version', 'node'],
-      registers,
-    }).set({ version, node: process.version }, 1);
-    new client.Counter({
-      name: 'watchtime_log_lines_dropped_total',
-      help: 'Log lines that could not be written (a full disk, a closed pipe) and were dropped; the server serves on.',
-      registers,
-      collect() {
-        this.reset();
-        this.inc(sources.droppedLogLines?.() ?? 0);
-      },
-    });
     const gauge = (name: string, help: string) => new client.Gauge({ name: `watchtime_rebuild_${name}`, help, registers });
     this.rebuildGauges = {
       running: gauge('running', '1 while a `watchtime rebuild` of this database is under way, else 0.'),
@@ -168,6 +255,17 @@ export class Metrics {
         if (bytes !== undefined) this.set(bytes);
       },
     });
+    const { workers } = sources;
+    if (workers) {
+      new client.Gauge({
+        name: 'watchtime_http_workers',
+        help: 'HTTP workers running (serve --workers); a dead one is started again.',
+        registers,
+        collect() {
+          this.set(workers());
+        },
+      });
+    }
   }
 
   flushed(events: number, duplicates: number, seconds: number, syncSeconds: number): void {
@@ -178,32 +276,8 @@ export class Metrics {
     this.syncSeconds.observe(syncSeconds);
   }
 
-  flushFailed(): void {
-    this.flushFailures.inc();
-  }
-
-  /** An ingest request refused, with its events when the body was read. */
-  refused(reason: string, events = 0): void {
-    this.rejected.inc({ reason });
-    if (events > 0) this.rejectedEvents.inc({ reason }, events);
-  }
-
-  answered(route: string, method: string, status: number, seconds: number): void {
-    this.http.record(route, method, status, seconds);
-  }
-
-  get contentType(): string {
-    return this.registry.contentType;
-  }
-
-  /** The text of GET /metrics. */
-  async text(): Promise<string> {
-    await this.readRebuild();
-    return (await this.registry.metrics()) + this.http.text();
-  }
-
   /** Read once a scrape: the rebuild says where it is in the database. */
-  private async readRebuild(): Promise<void> {
+  async readRebuild(): Promise<void> {
     const state = await Promise.resolve(this.sources.rebuild?.()).catch(() => undefined);
     if (!state) return;
     const g = this.rebuildGauges;
@@ -217,6 +291,9 @@ export class Metrics {
 }
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5];
+
+/** HttpSeries as data: [route, method, [status, count][], bucket counts, sum, count] per series. */
+type HttpSeriesData = [string, string, [number, number][], number[], number, number][];
 
 /** One route and method: answers by status, and a latency histogram with each answer in one bucket (cumulated at scrape). */
 interface Series {
@@ -235,8 +312,7 @@ interface Series {
 class HttpSeries {
   private readonly byRoute = new Map<string, Map<string, Series>>();
 
-  record(route: string, anyMethod: string, status: number, seconds: number): void {
-    const method = METHODS.has(anyMethod) ? anyMethod : 'other';
+  private series(route: string, method: string): Series {
     let methods = this.byRoute.get(route);
     if (methods === undefined) this.byRoute.set(route, (methods = new Map()));
     let series = methods.get(method);
@@ -244,12 +320,37 @@ class HttpSeries {
       series = { statuses: new Map(), buckets: new Float64Array(LATENCY_BUCKETS.length + 1), sum: 0, count: 0 };
       methods.set(method, series);
     }
+    return series;
+  }
+
+  record(route: string, anyMethod: string, status: number, seconds: number): void {
+    const series = this.series(route, METHODS.has(anyMethod) ? anyMethod : 'other');
     series.statuses.set(status, (series.statuses.get(status) ?? 0) + 1);
     let bucket = 0;
     while (bucket < LATENCY_BUCKETS.length && seconds > LATENCY_BUCKETS[bucket]) bucket += 1;
     series.buckets[bucket] += 1;
     series.sum += seconds;
     series.count += 1;
+  }
+
+  /** The counts as plain data, to send to another process. */
+  data(): HttpSeriesData {
+    const rows: HttpSeriesData = [];
+    for (const [route, methods] of this.byRoute) {
+      for (const [method, s] of methods) rows.push([route, method, [...s.statuses], [...s.buckets], s.sum, s.count]);
+    }
+    return rows;
+  }
+
+  /** Adds another process's counts to these. */
+  add(rows: HttpSeriesData): void {
+    for (const [route, method, statuses, buckets, sum, count] of rows) {
+      const series = this.series(route, method);
+      for (const [status, n] of statuses) series.statuses.set(status, (series.statuses.get(status) ?? 0) + n);
+      buckets.forEach((n, i) => (series.buckets[i] += n));
+      series.sum += sum;
+      series.count += count;
+    }
   }
 
   text(): string {

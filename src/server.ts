@@ -1,52 +1,14 @@
-// Starts and stops the service: store, ingest queue, HTTP server.
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { describeRule, resolveRule, sameRule, SettingsMismatchError, type RequestedRule } from './accounting.ts';
-import { createApp, DEFAULT_BODY_MEMORY } from './http/app.ts';
-import { IngestQueue } from './ingest/queue.ts';
-import { Metrics } from './metrics.ts';
+// Starts and stops the service: one process that serves and writes, or
+// (serve --workers N) a writer process and N HTTP workers (src/workers/).
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createLogger, droppedLogLines, EpisodeLog, type EpisodeTiming, type Logger } from './log.ts';
-import { describeDb, openStore } from './store/open.ts';
+import { BODY_LIMIT, LIFECYCLE_DEFAULTS, PROBED_WITHIN_MS, type ServerConfig } from './config.ts';
+import { createApp, DEFAULT_BODY_MEMORY } from './http/app.ts';
+import { closeConnections, isLoopback, listen, urlOf } from './http/listen.ts';
+import { createLogger, EpisodeLog, type Logger } from './log.ts';
+import { startWorkers } from './workers/primary.ts';
+import { openWriter } from './writer.ts';
 
-export interface ServerConfig {
-  host: string;
-  port: number;
-  db: string;
-  /** Only what the operator asked for; the rest comes from the database. */
-  rule: RequestedRule;
-  ingestToken?: string;
-  readToken?: string;
-  flushMs: number;
-  batchSize: number;
-  queueSize: number;
-  /** Most bytes of request bodies being read at once (default 64 MiB). */
-  bodyMemory?: number;
-  /** Slow clients are cut off: headers must arrive within headersMs, the whole request within requestMs. */
-  timeouts?: { headersMs: number; requestMs: number };
-  /**
-   * Shutdown's lame duck: how long /readyz answers 503 while requests are
-   * still served, so that a load balancer sees the server leave. Only when
-   * something probed /readyz in the last minute: with nobody watching there
-   * is nobody to tell, and the server stops at once.
-   */
-  drainMs?: number;
-  /** Shutdown: how long open requests may take once the queue is flushed. */
-  closeGraceMs?: number;
-  /** How long an idle keep-alive connection is kept: longer than a load balancer's own idle timeout (60 s for most). */
-  keepAliveMs?: number;
-  /** How faults that repeat are summed up in the log (tests shorten it). */
-  episodes?: EpisodeTiming;
-}
-
-export const LIFECYCLE_DEFAULTS = { drainMs: 5_000, closeGraceMs: 5_000, keepAliveMs: 65_000 } as const;
-/** A readiness probe this recent means a load balancer is watching, and the shutdown drains for it. */
-const PROBED_WITHIN_MS = 60_000;
-
-/** A 10,000-event batch of 200-character names fits with room to spare. */
-const BODY_LIMIT = 16 * 1024 * 1024;
-/** How long events wait for a database locked by a rebuild before they are refused. */
-const LOCK_WAIT_MS = 30_000;
+export { LIFECYCLE_DEFAULTS, type ServerConfig };
 
 export interface RunningServer {
   url: string;
@@ -55,49 +17,47 @@ export interface RunningServer {
   close(options?: { drain?: boolean }): Promise<void>;
 }
 
-export async function startServer(config: ServerConfig, log: Logger = createLogger()): Promise<RunningServer> {
-  // busyTimeout 0: a locked database must not block the event loop; the queue retries instead.
-  // serveLock: one serving process per SQLite file (PostgreSQL takes none).
-  const store = await openStore(config.db, {
-    busyTimeoutMs: 0,
-    syncInBackground: true,
-    serveLock: { host: config.host, port: config.port },
-    onMigration: ({ version, name, ms }) =>
-      log.info({ db: describeDb(config.db), version, name, ms: Math.round(ms) }, `applied schema migration ${version} (${name})`),
-  });
-  let settingsInForce = {};
-  try {
-    const stored = await store.settings();
-    const rule = resolveRule(stored, config.rule);
-    if (stored === undefined) await store.initSettings(rule);
-    else if (!sameRule(stored, rule)) {
-      throw new SettingsMismatchError(
-        `${describeDb(config.db)} was computed with accounting ${describeRule(stored)}, not ${describeRule(rule)}. ` +
-          `Run \`watchtime rebuild --db ${describeDb(config.db)} --accounting ${rule.accounting} --max-step ${rule.maxStep}\` ` +
-          'to recompute it under the new rule, or start without those options to keep the stored one.',
-      );
-    }
-    settingsInForce = { db: describeDb(config.db), accounting: rule.accounting, maxStep: rule.maxStep };
-  } catch (error) {
-    await store.close();
-    throw error;
-  }
+interface Started {
+  port: number;
+  settingsInForce: object;
+  close(options?: { drain?: boolean }): Promise<void>;
+}
 
-  const queue = new IngestQueue(store, {
-    batchSize: config.batchSize,
-    queueSize: config.queueSize,
-    flushMs: config.flushMs,
-    lockWaitMs: LOCK_WAIT_MS,
-    onFlushed: (events, duplicates, seconds, syncSeconds) => metrics.flushed(events, duplicates, seconds, syncSeconds),
-    onFailed: () => metrics.flushFailed(),
-  });
-  const metrics = new Metrics({
-    queueDepth: () => queue.stats().depth,
-    queueCapacity: config.queueSize,
-    databaseBytes: () => store.sizeBytes(),
-    droppedLogLines: () => droppedLogLines.count,
-    rebuild: store.rebuildState ? () => store.rebuildState!() : undefined,
-  });
+export async function startServer(config: ServerConfig, log: Logger = createLogger()): Promise<RunningServer> {
+  const workers = config.workers ?? 1;
+  const started = workers > 1 ? await startWorkers({ ...config, workers }, log.child({ role: 'writer' })) : await startAlone(config, log);
+  const url = urlOf(config.host, started.port);
+  log.info(
+    {
+      ...started.settingsInForce,
+      host: config.host,
+      port: started.port,
+      workers,
+      flushMs: config.flushMs,
+      batchSize: config.batchSize,
+      queueSize: config.queueSize,
+      bodyMemory: config.bodyMemory ?? DEFAULT_BODY_MEMORY,
+      ingestToken: Boolean(config.ingestToken),
+      readToken: Boolean(config.readToken),
+      drainMs: config.drainMs ?? LIFECYCLE_DEFAULTS.drainMs,
+      closeGraceMs: config.closeGraceMs ?? LIFECYCLE_DEFAULTS.closeGraceMs,
+      keepAliveMs: config.keepAliveMs ?? LIFECYCLE_DEFAULTS.keepAliveMs,
+    },
+    `listening on ${config.host}:${started.port} (${url})${workers > 1 ? ` with ${workers} HTTP workers` : ''}`,
+  );
+  if (!config.ingestToken && !isLoopback(config.host)) {
+    log.warn(
+      { host: config.host },
+      'ingest is open to anyone who reaches this address (no --ingest-token); set one (or WATCHTIME_INGEST_TOKEN_FILE) unless the network is yours',
+    );
+  }
+  return { url, port: started.port, close: started.close };
+}
+
+/** One process serves HTTP and writes. */
+async function startAlone(config: ServerConfig, log: Logger): Promise<Started> {
+  const writer = await openWriter(config, log, { http: true });
+  const { queue, metrics } = writer;
   const drainMs = config.drainMs ?? LIFECYCLE_DEFAULTS.drainMs;
   const closeGraceMs = config.closeGraceMs ?? LIFECYCLE_DEFAULTS.closeGraceMs;
   const keepAliveMs = config.keepAliveMs ?? LIFECYCLE_DEFAULTS.keepAliveMs;
@@ -106,7 +66,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   let draining = false;
   let probedAt = -Infinity;
   const handler = createApp({
-    store,
+    store: writer.store,
     sink: queue,
     ingestToken: config.ingestToken,
     readToken: config.readToken,
@@ -119,53 +79,10 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     episodes,
     metrics,
   });
-  const { headersMs, requestMs } = config.timeouts ?? { headersMs: 10_000, requestMs: 30_000 };
-  const server = createServer(
-    {
-      headersTimeout: headersMs,
-      requestTimeout: requestMs,
-      keepAliveTimeout: keepAliveMs,
-      // Node checks those timeouts on this tick, every 30 s by default: far too coarse.
-      connectionsCheckingInterval: Math.min(1_000, headersMs / 2),
-    },
-    handler,
-  );
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, config.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  }).catch(async (error) => {
-    await store.close();
+  const { server, port } = await listen({ ...config, keepAliveMs }, handler).catch(async (error) => {
+    await writer.store.close();
     throw error;
   });
-  const { port } = server.address() as AddressInfo;
-  const shownHost = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
-  const url = `http://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`;
-  log.info(
-    {
-      ...settingsInForce,
-      host: config.host,
-      port,
-      flushMs: config.flushMs,
-      batchSize: config.batchSize,
-      queueSize: config.queueSize,
-      bodyMemory: config.bodyMemory ?? DEFAULT_BODY_MEMORY,
-      ingestToken: Boolean(config.ingestToken),
-      readToken: Boolean(config.readToken),
-      drainMs,
-      closeGraceMs,
-      keepAliveMs,
-    },
-    `listening on ${config.host}:${port} (${url})`,
-  );
-  if (!config.ingestToken && !isLoopback(config.host)) {
-    log.warn(
-      { host: config.host },
-      'ingest is open to anyone who reaches this address (no --ingest-token); set one (or WATCHTIME_INGEST_TOKEN_FILE) unless the network is yours',
-    );
-  }
 
   let closed: Promise<void> | undefined;
   const close = ({ drain = true } = {}) =>
@@ -176,27 +93,12 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         await sleep(drainMs);
       }
       closing = true;
-      const connectionsDone = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
-      await queue.close();
-      // Connections busy until now go idle once answered: close them as they do, the stragglers at the end of the grace.
-      const sweep = setInterval(() => server.closeIdleConnections(), 20);
-      const grace = setTimeout(() => server.closeAllConnections(), closeGraceMs);
-      await connectionsDone;
-      clearInterval(sweep);
-      clearTimeout(grace);
-      try {
-        store.checkpoint?.();
-      } catch (error) {
-        log.warn({ err: error }, 'checkpoint at shutdown failed (the WAL is kept and replayed at next open)');
-      }
-      await store.close();
+      await closeConnections(server, queue.close(), closeGraceMs);
+      await writer.close(log);
       episodes.close();
       const stats = queue.stats();
       log.info({ committedEvents: stats.committedEvents, batches: stats.batches }, 'stopped');
     })());
 
-  return { url, port, close };
+  return { port, settingsInForce: writer.settingsInForce, close };
 }
-
-const isLoopback = (host: string) => host === 'localhost' || host === '::1' || host.startsWith('127.');

@@ -1,0 +1,55 @@
+// What `watchtime serve` takes, once its options are read.
+import { availableParallelism } from 'node:os';
+import type { RequestedRule } from './accounting.ts';
+import type { EpisodeTiming } from './log.ts';
+
+export interface ServerConfig {
+  host: string;
+  port: number;
+  db: string;
+  /** Only what the operator asked for; the rest comes from the database. */
+  rule: RequestedRule;
+  ingestToken?: string;
+  readToken?: string;
+  flushMs: number;
+  batchSize: number;
+  queueSize: number;
+  /** Most bytes of request bodies being read at once, per process that serves HTTP (default 64 MiB). */
+  bodyMemory?: number;
+  /**
+   * Processes that serve HTTP. 1: one process serves and writes. More: that
+   * many workers read, check and answer requests, and one writer process
+   * commits their events (see src/workers/).
+   */
+  workers?: number;
+  /** Slow clients are cut off: headers must arrive within headersMs, the whole request within requestMs. */
+  timeouts?: { headersMs: number; requestMs: number };
+  /**
+   * Shutdown's lame duck: how long /readyz answers 503 while requests are
+   * still served, so that a load balancer sees the server leave. Only when
+   * something probed /readyz in the last minute: with nobody watching there
+   * is nobody to tell, and the server stops at once.
+   */
+  drainMs?: number;
+  /** Shutdown: how long open requests may take once the queue is flushed. */
+  closeGraceMs?: number;
+  /** How long an idle keep-alive connection is kept: longer than a load balancer's own idle timeout (60 s for most). */
+  keepAliveMs?: number;
+  /** How faults that repeat are summed up in the log (tests shorten it). */
+  episodes?: EpisodeTiming;
+}
+
+export const LIFECYCLE_DEFAULTS = { drainMs: 5_000, closeGraceMs: 5_000, keepAliveMs: 65_000 } as const;
+/** A readiness probe this recent means a load balancer is watching, and the shutdown drains for it. */
+export const PROBED_WITHIN_MS = 60_000;
+/** A 10,000-event batch of 200-character names fits with room to spare. */
+export const BODY_LIMIT = 16 * 1024 * 1024;
+
+/**
+ * --workers auto: an HTTP worker a core, the writer beside them, since a
+ * worker's request costs several times the writer's share of it; one
+ * process that does both on a single core. See docs/performance.md.
+ */
+export function autoWorkers(cores = availableParallelism()): number {
+  return cores > 1 ? cores : 1;
+}

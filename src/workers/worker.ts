@@ -1,0 +1,97 @@
+// An HTTP worker: a process forked by the writer (node:cluster), which
+// shares its port. It reads, checks and answers requests; its events go to
+// the writer, and its lookups to its own read-only connection. It stops
+// when the writer says so, or at once when the writer is gone; signals are
+// the writer's to act on (Ctrl-C reaches every process of the group).
+import { BODY_LIMIT, LIFECYCLE_DEFAULTS, type ServerConfig } from '../config.ts';
+import { createApp } from '../http/app.ts';
+import { closeConnections, listen } from '../http/listen.ts';
+import { createLogger, droppedLogLines, EpisodeLog, type Logger } from '../log.ts';
+import { Metrics } from '../metrics.ts';
+import { openStore } from '../store/open.ts';
+import type { Channel, ToWorker, ToWriter, WorkerSetup } from './protocol.ts';
+import { WriterLink } from './writer-link.ts';
+
+type WriterProcess = Channel<ToWriter> & { connected: boolean };
+
+export async function runWorker(): Promise<void> {
+  const writer = process as unknown as WriterProcess;
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => undefined);
+  const setup = await new Promise<WorkerSetup>((resolve) => {
+    const first = (message: ToWorker) => {
+      if (message.t !== 'start') return;
+      process.off('message', first);
+      resolve(message.setup);
+    };
+    process.on('message', first);
+    writer.send({ t: 'ready' });
+  });
+  const log = createLogger(setup.logLevel).child({ role: 'http', worker: setup.worker });
+  try {
+    await serve(writer, setup.config, log);
+  } catch (error) {
+    // The writer logs why, once, and stops the service.
+    writer.send({ t: 'failed', message: (error as Error).message }, () => process.exit(1));
+  }
+}
+
+async function serve(writer: WriterProcess, config: ServerConfig, log: Logger): Promise<void> {
+  const store = await openStore(config.db, { readonly: true });
+  const link = new WriterLink(writer, config.queueSize);
+  const metrics = new Metrics({ http: true, droppedLogLines: () => droppedLogLines.count });
+  let closing = false;
+  let draining = false;
+  let probedAt = 0;
+  const handler = createApp({
+    store,
+    sink: link,
+    ingestToken: config.ingestToken,
+    readToken: config.readToken,
+    bodyLimit: BODY_LIMIT,
+    bodyMemory: config.bodyMemory,
+    isClosing: () => closing,
+    isDraining: () => draining,
+    onReadinessProbe: () => (probedAt = Date.now()),
+    log,
+    episodes: new EpisodeLog(log, config.episodes),
+    // /metrics is the whole service's: the writer gathers every worker's share.
+    metrics: {
+      refused: (reason, events) => metrics.refused(reason, events),
+      answered: (route, method, status, seconds) => metrics.answered(route, method, status, seconds),
+      contentType: metrics.contentType,
+      text: () => link.metrics(),
+    },
+  });
+  const keepAliveMs = config.keepAliveMs ?? LIFECYCLE_DEFAULTS.keepAliveMs;
+  const { server, port } = await listen({ ...config, keepAliveMs }, handler);
+
+  const close = async () => {
+    closing = true;
+    await closeConnections(server, link.close(), config.closeGraceMs ?? LIFECYCLE_DEFAULTS.closeGraceMs);
+    await store.close();
+    process.exit(0);
+  };
+  process.on('message', (message: ToWorker) => {
+    switch (message.t) {
+      case 'outcomes':
+        link.settled(message.items);
+        return;
+      case 'ask':
+        link.asking.answer(message.id, () => (message.what === 'snapshot' ? metrics.snapshot() : probedAt));
+        return;
+      case 'answer':
+        link.asking.settle(message.id, message.value, message.error);
+        return;
+      case 'drain':
+        draining = true;
+        return;
+      case 'close':
+        void close().catch((error) => {
+          log.error({ err: error }, 'worker shutdown failed');
+          process.exit(1);
+        });
+        return;
+    }
+  });
+  writer.send({ t: 'listening', port });
+}

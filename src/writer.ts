@@ -1,0 +1,87 @@
+// The writer: the one writable store, its ingest queue and what it measures.
+// The one-process server holds one; with workers, the primary process does.
+import { describeRule, resolveRule, sameRule, SettingsMismatchError } from './accounting.ts';
+import type { ServerConfig } from './config.ts';
+import { IngestQueue } from './ingest/queue.ts';
+import { droppedLogLines, type Logger } from './log.ts';
+import { Metrics } from './metrics.ts';
+import { describeDb, openStore } from './store/open.ts';
+import type { Store } from './store/store.ts';
+
+/** How long events wait for a database locked by a rebuild before they are refused. */
+const LOCK_WAIT_MS = 30_000;
+
+export interface Writer {
+  store: Store;
+  queue: IngestQueue;
+  metrics: Metrics;
+  /** The database and the rule in force, for the start's log line. */
+  settingsInForce: { db: string; accounting: string; maxStep: number };
+  /** Commits what is queued, refusing more, then checkpoints and closes the database. */
+  close(log: Logger): Promise<void>;
+}
+
+export async function openWriter(
+  config: ServerConfig,
+  log: Logger,
+  /** http: whether this process also serves HTTP (its metrics then hold both sides); workers: how many serve it otherwise. */
+  serving: { http: true } | { http: false; workers: () => number },
+): Promise<Writer> {
+  // busyTimeout 0: a locked database must not block the event loop; the queue retries instead.
+  // serveLock: one serving process per SQLite file (PostgreSQL takes none).
+  const store = await openStore(config.db, {
+    busyTimeoutMs: 0,
+    syncInBackground: true,
+    serveLock: { host: config.host, port: config.port },
+    onMigration: ({ version, name, ms }) =>
+      log.info({ db: describeDb(config.db), version, name, ms: Math.round(ms) }, `applied schema migration ${version} (${name})`),
+  });
+  let settingsInForce: Writer['settingsInForce'];
+  try {
+    const stored = await store.settings();
+    const rule = resolveRule(stored, config.rule);
+    if (stored === undefined) await store.initSettings(rule);
+    else if (!sameRule(stored, rule)) {
+      throw new SettingsMismatchError(
+        `${describeDb(config.db)} was computed with accounting ${describeRule(stored)}, not ${describeRule(rule)}. ` +
+          `Run \`watchtime rebuild --db ${describeDb(config.db)} --accounting ${rule.accounting} --max-step ${rule.maxStep}\` ` +
+          'to recompute it under the new rule, or start without those options to keep the stored one.',
+      );
+    }
+    settingsInForce = { db: describeDb(config.db), accounting: rule.accounting, maxStep: rule.maxStep };
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
+
+  const queue = new IngestQueue(store, {
+    batchSize: config.batchSize,
+    queueSize: config.queueSize,
+    flushMs: config.flushMs,
+    lockWaitMs: LOCK_WAIT_MS,
+    onFlushed: (events, duplicates, seconds, syncSeconds) => metrics.flushed(events, duplicates, seconds, syncSeconds),
+    onFailed: () => metrics.flushFailed(),
+  });
+  const metrics = new Metrics({
+    http: serving.http,
+    writer: {
+      queueDepth: () => queue.stats().depth,
+      queueCapacity: config.queueSize,
+      databaseBytes: () => store.sizeBytes(),
+      rebuild: store.rebuildState ? () => store.rebuildState!() : undefined,
+      workers: serving.http ? undefined : serving.workers,
+    },
+    droppedLogLines: () => droppedLogLines.count,
+  });
+
+  const close = async (log: Logger) => {
+    await queue.close();
+    try {
+      store.checkpoint?.();
+    } catch (error) {
+      log.warn({ err: error }, 'checkpoint at shutdown failed (the WAL is kept and replayed at next open)');
+    }
+    await store.close();
+  };
+  return { store, queue, metrics, settingsInForce, close };
+}
