@@ -25,7 +25,9 @@ interface Started {
 
 export async function startServer(config: ServerConfig, log: Logger = createLogger()): Promise<RunningServer> {
   const workers = config.workers ?? 1;
-  const started = workers > 1 ? await startWorkers({ ...config, workers }, log.child({ role: 'writer' })) : await startAlone(config, log);
+  // With workers, this process is the writer, and its lines say so beside the workers'.
+  if (workers > 1) log = log.child({ role: 'writer' });
+  const started = workers > 1 ? await startWorkers({ ...config, workers }, log) : await startAlone(config, log);
   const url = urlOf(config.host, started.port);
   log.info(
     {

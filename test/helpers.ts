@@ -1,7 +1,7 @@
 // Real parts for tests: a temporary folder, the server on an ephemeral port,
 // the CLI as a child process.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -173,4 +173,18 @@ export function schemaOneDatabase(file: string, extra = ''): void {
     INSERT INTO events VALUES (1, 1, 1, 10, 1700000000000, NULL), (2, 1, 1, 40, 1700000005000, 'x');
     ${extra}`);
   old.close();
+}
+
+/** The children of a process: a server's HTTP workers (serve --workers). */
+export function childrenOf(pid: number): number[] {
+  return readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name))
+    .filter((name) => {
+      try {
+        return Number(readFileSync(`/proc/${name}/stat`, 'utf8').split(') ')[1].split(' ')[1]) === pid;
+      } catch {
+        return false; // gone meanwhile
+      }
+    })
+    .map(Number);
 }

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
-import { cleanupAfter, get, post, request, serve, serverProcess, tempDir } from './helpers.ts';
+import { childrenOf, cleanupAfter, get, post, request, serve, serverProcess, tempDir } from './helpers.ts';
 
 /** Sends raw bytes on one connection and gathers what comes back until the server closes it or `until` holds. */
 function exchange(port: number, bytes: string | Buffer, until: (text: string) => boolean): Promise<string> {
@@ -50,7 +50,9 @@ async function until(what: string, check: () => boolean, tries = 100) {
   assert.fail(`waited in vain for ${what}`);
 }
 
-const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+/** The resident memory of a server and its HTTP workers, in MB. */
+const rssMb = (pid: number) =>
+  [pid, ...childrenOf(pid)].reduce((sum, p) => sum + Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))![1]), 0) / 1024;
 
 const metricLines = async (base: string, name: string) =>
   (await get(base, '/metrics')).body.split('\n').filter((l: string) => l.startsWith(name));

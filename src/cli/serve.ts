@@ -45,7 +45,7 @@ export function registerServe(program: Command): void {
     .addOption(envOption('--flush-ms <ms>', 'longest the oldest queued event waits before its flush starts; also the retry interval while the database is locked').argParser(integer(1, 10_000)).default(SERVER_DEFAULTS.flushMs))
     .addOption(envOption('--batch-size <events>', 'most events committed in one transaction').argParser(integer(1, 1_000_000)).default(SERVER_DEFAULTS.batchSize))
     .addOption(envOption('--queue-size <events>', 'most events waiting for a commit; past it POSTs get 503').argParser(integer(1, 10_000_000)).default(SERVER_DEFAULTS.queueSize))
-    .addOption(envOption('--body-memory <MiB>', 'most MiB of request bodies read at once, all clients together; past it POSTs get 503 (at least 16: one body may be 16 MiB)').argParser(integer(16, 65_536)).default(64))
+    .addOption(envOption('--body-memory <MiB>', 'most MiB of request bodies read at once, all clients together; past it POSTs get 503 (at least 16: one body may be 16 MiB; with workers, each takes an equal share of at least 16)').argParser(integer(16, 65_536)).default(64))
     .addOption(envOption('--drain-ms <ms>', 'on SIGTERM, how long /readyz answers 503 while requests are still served, if a load balancer probed it in the last minute (default 5000)').argParser(integer(0, 600_000)))
     .addOption(envOption('--close-grace-ms <ms>', 'on SIGTERM, how long open requests may take once the queue is flushed (default 5000)').argParser(integer(0, 600_000)))
     .addOption(envOption('--keep-alive-ms <ms>', 'how long an idle keep-alive connection is kept; above a load balancer\'s idle timeout (default 65000)').argParser(integer(1, 3_600_000)))

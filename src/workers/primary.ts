@@ -8,7 +8,8 @@ import cluster, { type Worker } from 'node:cluster';
 import { extname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { LIFECYCLE_DEFAULTS, PROBED_WITHIN_MS, type ServerConfig } from '../config.ts';
+import { BODY_LIMIT, LIFECYCLE_DEFAULTS, PROBED_WITHIN_MS, type ServerConfig } from '../config.ts';
+import { DEFAULT_BODY_MEMORY } from '../http/app.ts';
 import type { Logger } from '../log.ts';
 import { openWriter } from '../writer.ts';
 import type { ToWorker, ToWriter, WorkerSetup } from './protocol.ts';
@@ -33,6 +34,9 @@ export async function startWorkers(config: ServerConfig & { workers: number }, l
   const forked = new Set<Worker>();
   const writer = await openWriter(config, log, { http: false, workers: () => live.size });
   const service = new WriterService(writer.queue, writer.metrics);
+  // --body-memory bounds the service's bodies in all: each worker takes its share, and at least one largest body.
+  const bodyMemory = Math.max(BODY_LIMIT, Math.floor((config.bodyMemory ?? DEFAULT_BODY_MEMORY) / config.workers));
+  const workerConfig: ServerConfig = { ...config, bodyMemory };
   const here = fileURLToPath(import.meta.url);
   cluster.setupPrimary({ exec: here.replace(/primary\.[jt]s$/, `worker-main${extname(here)}`), execArgv: process.execArgv });
 
@@ -52,7 +56,7 @@ export async function startWorkers(config: ServerConfig & { workers: number }, l
       });
       worker.on('message', (message: ToWriter) => {
         if (message.t === 'ready') {
-          const setup: WorkerSetup = { config, worker: n, logLevel: log.level as WorkerSetup['logLevel'] };
+          const setup: WorkerSetup = { config: workerConfig, worker: n, logLevel: log.level as WorkerSetup['logLevel'] };
           worker.send({ t: 'start', setup } satisfies ToWorker);
         } else if (message.t === 'listening') {
           live.set(n, worker);
