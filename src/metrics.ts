@@ -43,6 +43,8 @@ export interface WriterSources {
   rebuild?: () => Awaitable<RebuildState | undefined>;
   /** HTTP workers running, when workers serve HTTP and this process only writes. */
   workers?: () => number;
+  /** Workers that died and were started again. */
+  workerRestarts?: () => number;
 }
 
 export interface MetricSources {
@@ -255,17 +257,24 @@ class WriterMetrics {
         if (bytes !== undefined) this.set(bytes);
       },
     });
-    const { workers } = sources;
-    if (workers) {
-      new client.Gauge({
-        name: 'watchtime_http_workers',
-        help: 'HTTP workers running (serve --workers); a dead one is started again.',
-        registers,
-        collect() {
-          this.set(workers());
-        },
-      });
-    }
+    const { workers, workerRestarts } = sources;
+    new client.Gauge({
+      name: 'watchtime_http_workers',
+      help: 'Processes serving HTTP: the workers of serve --workers N, or 1 when one process serves and writes.',
+      registers,
+      collect() {
+        this.set(workers?.() ?? 1);
+      },
+    });
+    new client.Counter({
+      name: 'watchtime_http_worker_restarts_total',
+      help: 'HTTP workers that died (a crash, a kill) and were started again; their open requests got no answer.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(workerRestarts?.() ?? 0);
+      },
+    });
   }
 
   flushed(events: number, duplicates: number, seconds: number, syncSeconds: number): void {

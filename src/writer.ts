@@ -25,7 +25,7 @@ export async function openWriter(
   config: ServerConfig,
   log: Logger,
   /** http: whether this process also serves HTTP (its metrics then hold both sides); workers: how many serve it otherwise. */
-  serving: { http: true } | { http: false; workers: () => number },
+  serving: { http: true } | { http: false; workers: () => number; workerRestarts: () => number },
 ): Promise<Writer> {
   // busyTimeout 0: a locked database must not block the event loop; the queue retries instead.
   // serveLock: one serving process per SQLite file (PostgreSQL takes none).
@@ -70,6 +70,7 @@ export async function openWriter(
       databaseBytes: () => store.sizeBytes(),
       rebuild: store.rebuildState ? () => store.rebuildState!() : undefined,
       workers: serving.http ? undefined : serving.workers,
+      workerRestarts: serving.http ? undefined : serving.workerRestarts,
     },
     droppedLogLines: () => droppedLogLines.count,
   });

@@ -2,21 +2,41 @@
 // totals equal a rebuild from the events, and retries count nothing twice.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
-import { BIN, cleanupAfter, cli, freePort, serverProcess, snapshot, tempDir } from './helpers.ts';
+import { BIN, childrenOf, cleanupAfter, cli, freePort, serverProcess, snapshot, tempDir } from './helpers.ts';
 
 const KILLS = Number(process.env.CRASH_KILLS ?? 3);
 
+/** Whether a process runs: not gone, and not a zombie that nobody has reaped yet. */
+const alive = (pid: number) => {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1][0] !== 'Z';
+  } catch {
+    return false;
+  }
+};
+
+async function until(what: string, check: () => boolean) {
+  for (let i = 0; i < 200; i++) {
+    if (check()) return;
+    await sleep(25);
+  }
+  assert.fail(`waited in vain for ${what}`);
+}
+
 describe('crash safety', () => {
-  test(`SIGKILL at random moments under load, ${KILLS} times`, { timeout: 180_000 }, async (t) => {
+  // One process that serves and writes; and a writer with two HTTP workers, all killed at once (kill -9 of the
+  // writer: its workers go with it, as the channel they hand events through closes).
+  for (const workers of [1, 2]) test(`SIGKILL at random moments under load, ${KILLS} times, --workers ${workers}`, { timeout: 180_000 }, async (t) => {
     const cleanup = cleanupAfter(t);
     const db = path.join(tempDir(cleanup), 'w.db');
     const port = await freePort();
     const start = () => {
-      const server = serverProcess(['--port', String(port), '--db', db]);
+      const server = serverProcess(['--port', String(port), '--db', db, '--workers', String(workers)]);
       cleanup(() => server.child.kill('SIGKILL'));
       return server;
     };
@@ -39,8 +59,10 @@ describe('crash safety', () => {
       const after = 600 + Math.floor(Math.random() * 1200);
       t.diagnostic(`kill ${kill + 1} after ${after} ms`);
       await sleep(after);
+      const workerPids = childrenOf(server.child.pid!);
       server.child.kill('SIGKILL');
       await server.exited;
+      await until('its workers to exit', () => workerPids.every((pid) => !alive(pid)));
       server = start();
       await server.listening;
     }

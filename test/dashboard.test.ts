@@ -27,7 +27,8 @@ const numberIn = (text: string | null) => Number((text ?? '').replace(/,/g, ''))
 describe('dashboard', () => {
   test('rate, top movies and look-ups in a real browser', { timeout: 90_000 }, async (t) => {
     const cleanup = cleanupAfter(t);
-    const base = (await serve(cleanup, path.join(tempDir(cleanup), 'w.db'))).url;
+    // Two HTTP workers: the rates and totals the page shows are the whole service's, whichever worker answers.
+    const base = (await serve(cleanup, path.join(tempDir(cleanup), 'w.db'), { workers: 2 })).url;
     // Quiet: this machine has no network, and Chromium would keep trying to reach its own services.
     const browser = await chromium.launch({
       executablePath: browserPath(),

@@ -280,6 +280,16 @@ describe('settings', () => {
     });
   }
 
+  for (const bad of ['0', 'two', '1.5', '257']) {
+    test(`--workers ${bad} is refused at start as bad usage, naming the rule`, async (t) => {
+      const db = path.join(tempDir(cleanupAfter(t)), 'w.db');
+      const ended = await startServe(['--db', db, '--workers', bad]);
+      assert.equal(ended.listened, false, 'it started');
+      assert.equal(ended.code, 2, ended.stderr);
+      assert.match(ended.stderr, /--workers.*must be auto or an integer from 1 to 256/);
+    });
+  }
+
   test('a token of visible characters is taken', async (t) => {
     const db = path.join(tempDir(cleanupAfter(t)), 'w.db');
     assert.equal((await startServe(['--db', db, '--ingest-token', 's3cr3t-T0k3n_=+/~'])).listened, true);

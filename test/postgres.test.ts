@@ -77,7 +77,7 @@ describe('PostgreSQL backend', () => {
   test('the API and the CLI answer as on SQLite', async (t) => {
     const cleanup = cleanupAfter(t);
     const db = await postgres.newDatabase();
-    const server = serverProcess(['--db', db]);
+    const server = serverProcess(['--db', db, '--workers', '2']);
     cleanup(() => server.child.kill('SIGKILL'));
     const base = await server.listening;
     const sent = await post(base, [
@@ -176,7 +176,7 @@ describe('PostgreSQL backend', () => {
   test('rebuild runs online: servers keep taking events, none waits a second, and the swap equals a rebuild at rest', { timeout: 120_000 }, async (t) => {
     const cleanup = cleanupAfter(t);
     const db = await postgres.newDatabase();
-    const server = serverProcess(['--db', db]);
+    const server = serverProcess(['--db', db, '--workers', '2']);
     cleanup(() => server.child.kill('SIGKILL'));
     const base = await server.listening;
     // Something that takes seconds to rebuild: 300,000 events over 400 users and 20 movies, written in SQL,

@@ -170,6 +170,9 @@ describe('serve --workers', () => {
     process.kill(victim, 'SIGKILL');
     await until('the worker to be replaced', () => /worker \d died \(SIGKILL\)/.test(server.stderr()) && childrenOf(server.child.pid!).length === 2);
     assert.ok(!childrenOf(server.child.pid!).includes(victim));
+    const metrics = (await get(base, '/metrics')).body as string;
+    assert.equal(sample(metrics, 'watchtime_http_worker_restarts_total'), 1);
+    assert.equal(sample(metrics, 'watchtime_http_workers'), 2);
 
     assert.equal(await generated, 0, out);
     assert.match(out, / 0 difference\(s\)/);

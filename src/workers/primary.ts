@@ -32,7 +32,8 @@ export async function startWorkers(config: ServerConfig & { workers: number }, l
   /** Workers listening, by number; `forked` holds those starting too. */
   const live = new Map<number, Worker>();
   const forked = new Set<Worker>();
-  const writer = await openWriter(config, log, { http: false, workers: () => live.size });
+  let restarts = 0;
+  const writer = await openWriter(config, log, { http: false, workers: () => live.size, workerRestarts: () => restarts });
   const service = new WriterService(writer.queue, writer.metrics);
   // --body-memory bounds the service's bodies in all: each worker takes its share, and at least one largest body.
   const bodyMemory = Math.max(BODY_LIMIT, Math.floor((config.bodyMemory ?? DEFAULT_BODY_MEMORY) / config.workers));
@@ -73,6 +74,7 @@ export async function startWorkers(config: ServerConfig & { workers: number }, l
         if (closing) return;
         const pause = Date.now() - startedAt < STEADY_MS ? Math.min(2 * (restartPause.get(n) ?? 500), MAX_RESTART_PAUSE_MS) : 0;
         restartPause.set(n, pause);
+        restarts += 1;
         log.error({ worker: n, pid: worker.process.pid, code, signal, restartInMs: pause },
           `worker ${n} died (${signal ?? `exit code ${code}`}); its open requests got no answer, the events it handed over are committed; starting another`);
         setTimeout(() => {
