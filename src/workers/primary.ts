@@ -23,12 +23,14 @@ const STOP_MARGIN_MS = 5_000;
 
 export interface Workers {
   port: number;
-  /** The writer's process and the workers' ids, for the log. */
+  /** The database and the rule in force, for the start's log line. */
+  settingsInForce: object;
+  /** Drains (if a probe watched) and stops the workers, then commits what is left and closes the database. */
   close(options?: { drain?: boolean }): Promise<void>;
 }
 
 /** Runs the writer in this process and N workers beside it; settles once every worker listens. */
-export async function startWorkers(config: ServerConfig & { workers: number }, log: Logger): Promise<Workers & { settingsInForce: object }> {
+export async function startWorkers(config: ServerConfig & { workers: number }, log: Logger): Promise<Workers> {
   /** Workers listening, by number; `forked` holds those starting too. */
   const live = new Map<number, Worker>();
   const forked = new Set<Worker>();
@@ -72,7 +74,7 @@ export async function startWorkers(config: ServerConfig & { workers: number }, l
         if (live.get(n) === worker) live.delete(n);
         reject(new Error(`worker ${n} exited (${signal ?? `code ${code}`}) before it listened`));
         if (closing) return;
-        const pause = Date.now() - startedAt < STEADY_MS ? Math.min(2 * (restartPause.get(n) ?? 500), MAX_RESTART_PAUSE_MS) : 0;
+        const pause = Date.now() - startedAt < STEADY_MS ? Math.min(Math.max(1_000, 2 * (restartPause.get(n) ?? 0)), MAX_RESTART_PAUSE_MS) : 0;
         restartPause.set(n, pause);
         restarts += 1;
         log.error({ worker: n, pid: worker.process.pid, code, signal, restartInMs: pause },
