@@ -9,7 +9,8 @@
 // in npm run bench, in alternating rounds; then, on the large one, ingest
 // while `watchtime rebuild` runs beside the server; last, on both, the floor
 // under batch ingest: SQLite alone, with none of watchtime's code, doing an
-// event's reads, then its writes.
+// event's reads, then its writes. Every server is `serve --workers 1`, one
+// process, so that the figures compare with runs from before --workers.
 import { closeSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -86,7 +87,7 @@ async function alternating(databases: PerDatabase, lines: PerDatabase, method: '
   const names = ['small', 'large'] as const;
   const started = await Promise.all(
     names.map(async (name) => ({
-      server: await startPinned(process.execPath, serveArgs(['--db', databases[name]])),
+      server: await startPinned(process.execPath, serveArgs(['--db', databases[name], '--workers', '1'])),
       lines: lines[name],
       rates: [] as number[],
     })),
@@ -144,7 +145,7 @@ async function measure(label: string, file: string, p: Population): Promise<Figu
   const bytesPerEvent = statSync(file).size / p.events;
 
   const started = Date.now();
-  const server = serverProcess(['--db', file]);
+  const server = serverProcess(['--db', file, '--workers', '1']);
   const url = await server.listening;
   const startMs = Date.now() - started;
   const batch = (await load(url, posts(p, 1000, 13))).rps * 1000;
@@ -156,7 +157,7 @@ async function measure(label: string, file: string, p: Population): Promise<Figu
 
 /** Single-event ingest while a rebuild runs beside the server: the longest wait and the failures. */
 async function duringRebuild(file: string, p: Population) {
-  const server = serverProcess(['--db', file]);
+  const server = serverProcess(['--db', file, '--workers', '1']);
   const url = await server.listening;
   const rebuilding = cli(['rebuild', '--db', file]);
   let done = false;

@@ -11,10 +11,18 @@
 // turn, as watchtime answers its lookups, which on its own changes the rate
 // a good deal. Then the rebuild rate on 1,000,000 stored events, bytes on disk
 // per event and the server's peak RSS.
-// Last, PostgreSQL: one server and three on one database, single events and
-// batches, with the CPU time the database and the servers took.
+// Then PostgreSQL: one server and three on one database, single events and
+// batches, with the CPU time the database and the servers took. Every server
+// above is `serve --workers 1`, one process, so that its figures compare with
+// runs from before --workers.
+// Last, every core: nothing pinned, wrk beside the servers as on a real
+// 2-core machine, --crowd connections (batches --connections), the bare
+// server as a node:cluster of two against `serve --workers 1` and
+// `--workers 2`, in alternating rounds; then what handing an event from a
+// worker to the writer costs alone (./handoff.ts).
 //   npm run bench -- [--rounds 5] [--duration 5] [--warmup 5] [--connections 64] [--crowd 256] [--events 1000000]
 //   npm run bench -- --phases read,single   (only those HTTP phases: no rebuild, size or PostgreSQL)
+//   npm run bench -- --phases cores   (only every core, with the handoff; --rounds 3 --duration 5 --warmup 3 takes 3 minutes)
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -22,7 +30,8 @@ import { fileURLToPath } from 'node:url';
 import { SqliteStore } from '../../src/store/sqlite.ts';
 import { cli, serveArgs, serverProcess } from '../helpers.ts';
 import { startPostgres } from '../support/postgres.ts';
-import { median, need, pinned, startPinned, wrk as runWrk } from './wrk.ts';
+import { handoffFigures, handoffLines } from './handoff.ts';
+import { median, need, pinned, startPinned, startUnpinned, wrk as runWrk } from './wrk.ts';
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -48,7 +57,10 @@ need('taskset', 'util-linux');
 type Phase = 'single' | 'crowd' | 'read' | 'batch';
 const phasesArg = process.argv.indexOf('--phases');
 const onlyPhases = phasesArg > 0;
-const PHASES = (onlyPhases ? process.argv[phasesArg + 1].split(',') : ['single', 'crowd', 'read', 'batch']) as Phase[];
+const asked = onlyPhases ? process.argv[phasesArg + 1].split(',') : ['single', 'crowd', 'read', 'batch', 'cores'];
+/** The pinned comparison's phases. */
+const PHASES = asked.filter((phase) => phase !== 'cores') as Phase[];
+const everyCore = asked.includes('cores');
 const clientsOf = (phase: Phase) => (phase === 'crowd' ? crowd : connections);
 const LABEL: Record<Phase, string> = {
   single: `single-event POST /, ${clientsOf('single')} connections`,
@@ -67,6 +79,8 @@ interface Run {
   socketErrors: number;
   /** Answers other than 2xx; expected for the reads' unknown names. */
   non2xx: number;
+  /** Cores wrk kept busy: near 1, its one thread was the limit. */
+  wrkCores: number;
 }
 
 let eventsSent = 0;
@@ -74,13 +88,25 @@ let eventsSent = 0;
 interface Measured extends Run {
   /** The server's CPU time (all its processes and threads) a request, or an event for batches. */
   cpuUs: number;
+  /** The same of the server's first process alone: with workers, the writer's. */
+  rootCpuUs: number;
+  /** CPU seconds of each of the server's processes over the run, the first process first. */
+  byProcess: { pid: number; seconds: number }[];
 }
 
-async function wrk(url: string, phase: Phase, seconds: number, clients = clientsOf(phase), start = eventsSent): Promise<Run> {
+interface WrkOptions {
+  clients?: number;
+  /** Where the events start; by default where the last run left off. */
+  start?: number;
+  /** wrk on any core rather than on core 1. */
+  unpinned?: boolean;
+}
+
+async function wrk(url: string, phase: Phase, seconds: number, { clients = clientsOf(phase), start = eventsSent, unpinned }: WrkOptions = {}): Promise<Run> {
   const script = phase === 'read' ? 'reads.lua' : 'ingest.lua';
   const size = phase === 'batch' ? 1000 : 1;
   // Each run starts where the last left off, so that every pair keeps moving forward.
-  const r = await runWrk(url, script, phase === 'read' ? [] : [String(size), String(start)], clients, seconds);
+  const r = await runWrk(url, script, phase === 'read' ? [] : [String(size), String(start)], clients, seconds, unpinned);
   if (phase !== 'read') eventsSent += r.requests * size;
   return {
     rate: (r.requests * size) / (r.durationUs / 1e6),
@@ -89,6 +115,7 @@ async function wrk(url: string, phase: Phase, seconds: number, clients = clients
     p99Ms: r.p99Us / 1000,
     socketErrors: r.socketErrors,
     non2xx: r.non2xx,
+    wrkCores: r.cpuSeconds / (r.durationUs / 1e6),
   };
 }
 
@@ -144,11 +171,13 @@ function processTree(root: number): number[] {
 }
 
 /** A measured run, with the server's CPU time a request (an event for batches) over it. */
-async function measured(server: { child: { pid?: number }; url: string }, phase: Phase): Promise<Measured> {
+async function measured(server: { child: { pid?: number }; url: string }, phase: Phase, options: WrkOptions = {}): Promise<Measured> {
   const pids = processTree(server.child.pid!);
-  const before = cpuSeconds(pids);
-  const run = await wrk(server.url, phase, duration);
-  return { ...run, cpuUs: ((cpuSeconds(pids) - before) * 1e6) / run.units };
+  const before = pids.map((pid) => cpuSeconds([pid]));
+  const run = await wrk(server.url, phase, duration, options);
+  const byProcess = pids.map((pid, i) => ({ pid, seconds: cpuSeconds([pid]) - before[i] }));
+  const perUnit = (seconds: number) => (seconds * 1e6) / run.units;
+  return { ...run, cpuUs: perUnit(byProcess.reduce((sum, p) => sum + p.seconds, 0)), rootCpuUs: perUnit(byProcess[0].seconds), byProcess };
 }
 
 /** PostgreSQL's processes: the postmaster and one backend a connection. */
@@ -177,13 +206,13 @@ async function postgresFigures(): Promise<string[]> {
       const db = await database.newDatabase();
       const servers = await Promise.all(
         Array.from({ length: count }, async () => {
-          const server = serverProcess(['--db', db]);
+          const server = serverProcess(['--db', db, '--workers', '1']);
           return { ...server, url: await server.listening };
         }),
       );
       const clients = Math.ceil(connections / count);
       const all = (phase: Phase, seconds: number) =>
-        Promise.all(servers.map((s, i) => wrk(s.url, phase, seconds, clients, (i + 1) * 100_000_000 + eventsSent)));
+        Promise.all(servers.map((s, i) => wrk(s.url, phase, seconds, { clients, start: (i + 1) * 100_000_000 + eventsSent })));
       await all('single', warmup);
       for (const phase of ['single', 'batch'] as const) {
         const pgPids = postgresPids();
@@ -213,11 +242,152 @@ async function postgresFigures(): Promise<string[]> {
   return lines;
 }
 
+const fmt = (v: number) => Math.round(v).toLocaleString('en');
+const spread = (values: number[]) => `${fmt(median(values))} (${fmt(Math.min(...values))}-${fmt(Math.max(...values))})`;
+const mark = (ok: boolean) => (ok ? 'met   ' : 'MISSED');
+const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(0)} MB`;
+
+const CORE_SERVERS = {
+  bare2: 'bare node:http, cluster of 2',
+  w1: 'watchtime --workers 1',
+  w2: 'watchtime --workers 2',
+} as const;
+type CoreServer = keyof typeof CORE_SERVERS;
+const CORE_PHASES = ['crowd', 'read', 'batch'] as const;
+type CorePhase = (typeof CORE_PHASES)[number];
+const CORE_LABEL: Record<CorePhase, string> = {
+  crowd: 'single events (1 a request)',
+  read: 'reads (3 lookups, 1 in 4 a 404)',
+  batch: '1,000-event batches',
+};
+
+/** Log lines of a server at warn or above (pino's JSON lines on stderr). */
+const warnings = (stderr: string) =>
+  stderr.split('\n').filter((line) => {
+    try {
+      return (JSON.parse(line) as { level?: number }).level! >= 40;
+    } catch {
+      return false;
+    }
+  });
+
+/**
+ * Every core: the servers and wrk unpinned, as on a real 2-core machine, at
+ * --crowd connections, in alternating rounds; with the writer's CPU time and
+ * every process's peak RSS for `--workers 2`. Lines to print, and the targets'.
+ */
+async function everyCoreFigures(dir: string): Promise<{ lines: string[]; targets: string[] }> {
+  const servers: Record<CoreServer, Awaited<ReturnType<typeof startUnpinned>>> = {
+    bare2: await startUnpinned(process.execPath, [TSX, BARE], { BARE_WORKERS: '2' }),
+    w1: await startUnpinned(process.execPath, serveArgs(['--db', path.join(dir, 'w1.db'), '--workers', '1'])),
+    w2: await startUnpinned(process.execPath, serveArgs(['--db', path.join(dir, 'w2.db'), '--workers', '2'])),
+  };
+  const names = Object.keys(CORE_SERVERS) as CoreServer[];
+  // Batches at --connections: at --crowd, 1,000 events a request would overfill the 100,000-event queue (503s).
+  const options = (phase: CorePhase): WrkOptions => ({ clients: phase === 'batch' ? connections : crowd, unpinned: true });
+  const runs: Record<CoreServer, Record<CorePhase, Measured[]>> = {
+    bare2: { crowd: [], read: [], batch: [] },
+    w1: { crowd: [], read: [], batch: [] },
+    w2: { crowd: [], read: [], batch: [] },
+  };
+  for (const phase of CORE_PHASES) for (const name of names) await wrk(servers[name].url, phase, warmup, options(phase));
+  for (let round = 0; round < rounds; round++) {
+    for (const phase of CORE_PHASES) {
+      const order = round % 2 === 0 ? names : [...names].reverse();
+      for (const name of order) runs[name][phase].push(await measured(servers[name], phase, options(phase)));
+    }
+  }
+  // After the runs: each process's peak, the writer (or the one process) first.
+  const rss = { w1: processTree(servers.w1.child.pid!), w2: processTree(servers.w2.child.pid!) };
+  const peaks = Object.fromEntries(Object.entries(rss).map(([name, pids]) => [name, pids.map((pid) => ({ pid, bytes: peakRss(pid) }))]));
+  for (const server of Object.values(servers)) {
+    server.child.kill('SIGTERM');
+    await server.exited;
+  }
+
+  const lines = [
+    `every core: servers and wrk unpinned on ${cpus().length} cores, ${crowd} connections (batches ${connections}), ${rounds} rounds of ${duration} s, ` +
+      'the order reversed each round; median (min-max) of the rounds, p99 the median of their p99',
+  ];
+  const rate = (name: CoreServer, phase: CorePhase) => median(runs[name][phase].map((r) => r.rate));
+  /** The ratio of the medians, and the median of the rounds' own ratios. */
+  const ratio = (a: CoreServer, b: CoreServer, phase: CorePhase) => ({
+    ofMedians: rate(a, phase) / rate(b, phase),
+    ofRounds: median(runs[a][phase].map((r, i) => r.rate / runs[b][phase][i].rate)),
+  });
+  const ratioText = (r: { ofMedians: number; ofRounds: number }) => `${r.ofMedians.toFixed(2)} (rounds' own ${r.ofRounds.toFixed(2)})`;
+  for (const phase of CORE_PHASES) {
+    const unit = phase === 'batch' ? 'ev/s' : 'req/s';
+    const per = phase === 'batch' ? 'an event' : 'a request';
+    lines.push(`${CORE_LABEL[phase]}:`);
+    for (const name of names) {
+      const r = runs[name][phase];
+      const cpu = median(r.map((x) => x.cpuUs));
+      const non2xx = r.reduce((sum, x) => sum + x.non2xx, 0);
+      const socketErrors = r.reduce((sum, x) => sum + x.socketErrors, 0);
+      // With workers, the first process is the writer: its share beside the workers'.
+      const writer = name === 'w2' ? median(r.map((x) => x.rootCpuUs)) : undefined;
+      lines.push(
+        `  ${CORE_SERVERS[name].padEnd(30)} ${spread(r.map((x) => x.rate))} ${unit}, p99 ${median(r.map((x) => x.p99Ms)).toFixed(1)} ms, ` +
+          `CPU ${cpu.toFixed(1)} µs ${per}` +
+          (writer === undefined ? '' : ` (writer ${writer.toFixed(1)} µs, workers ${(cpu - writer).toFixed(1)} µs)`) +
+          `, wrk ${median(r.map((x) => x.wrkCores)).toFixed(2)} core` +
+          // The bare server answers every read 200.
+          (phase === 'read' && name !== 'bare2' ? `, ${fmt(non2xx)} 404s` : phase !== 'read' && non2xx > 0 ? `, ${fmt(non2xx)} NOT 2xx` : '') +
+          (socketErrors > 0 ? `, ${fmt(socketErrors)} socket errors` : ''),
+      );
+    }
+    lines.push(
+      `  w2/bare cluster ${ratioText(ratio('w2', 'bare2', phase))}, w2/w1 ${ratioText(ratio('w2', 'w1', phase))}, ` +
+        `w1/bare cluster ${ratioText(ratio('w1', 'bare2', phase))}`,
+    );
+  }
+  // Each process's CPU seconds over all the measured runs: workers far apart would say the port is shared unevenly.
+  const cpuOf = new Map<number, number>();
+  for (const phase of CORE_PHASES) {
+    for (const run of runs.w2[phase]) for (const p of run.byProcess) cpuOf.set(p.pid, (cpuOf.get(p.pid) ?? 0) + p.seconds);
+  }
+  const role = (i: number) => (i === 0 ? 'writer' : `worker ${i}`);
+  lines.push(
+    `watchtime --workers 2, CPU seconds of each process over the measured runs: ` +
+      [...cpuOf].map(([pid, seconds], i) => `${role(i)} (pid ${pid}) ${seconds.toFixed(1)}`).join(', '),
+  );
+  lines.push('peak RSS (VmHWM) of each process after the runs:');
+  for (const name of ['w1', 'w2'] as const) {
+    const each = peaks[name].map((p, i) => `${name === 'w1' ? 'the one process' : role(i)} ${mb(p.bytes)}`).join(', ');
+    lines.push(`  ${CORE_SERVERS[name]}: ${each}; total ${mb(peaks[name].reduce((sum, p) => sum + p.bytes, 0))}`);
+  }
+  for (const name of ['w1', 'w2'] as const) {
+    const logged = warnings(servers[name].stderr());
+    if (logged.length > 0) lines.push(`${CORE_SERVERS[name]} logged ${logged.length} lines at warn or above, the first: ${logged[0]}`);
+  }
+  lines.push('handing events from a worker to the writer alone (JSON IPC, each message answered before the next):');
+  lines.push(...handoffLines(await handoffFigures()));
+
+  const single = { ofBare: ratio('w2', 'bare2', 'crowd').ofMedians, ofW1: ratio('w2', 'w1', 'crowd').ofMedians };
+  const reads = ratio('w2', 'bare2', 'read').ofMedians;
+  const batches = ratio('w2', 'w1', 'batch').ofMedians;
+  const targets = [
+    `  ${mark(single.ofBare >= 0.8)} every core, single events: --workers 2 >= 0.8 of the bare cluster of 2 (${single.ofBare.toFixed(2)})`,
+    `  ${mark(single.ofW1 >= 1.3)} every core, single events: --workers 2 >= 1.3 x --workers 1 (${single.ofW1.toFixed(2)})`,
+    `  ${mark(reads >= 0.8)} every core, reads: --workers 2 >= 0.8 of the bare cluster of 2 (${reads.toFixed(2)})`,
+    `  ${mark(batches >= 1)} every core, batches: --workers 2 no worse than --workers 1 (${batches.toFixed(2)})`,
+  ];
+  return { lines, targets };
+}
+
 const dir = mkdtempSync(path.join(tmpdir(), 'watchtime-bench-'));
 try {
+  if (PHASES.length === 0) {
+    // --phases cores: no pinned servers at all.
+    const { lines, targets } = await everyCoreFigures(dir);
+    for (const line of [...lines, 'targets:', ...targets]) console.log(line);
+    rmSync(dir, { recursive: true, force: true });
+    process.exit(0);
+  }
   const servers = {
     bare: await startPinned(process.execPath, [TSX, BARE]),
-    watchtime: await startPinned(process.execPath, serveArgs(['--db', path.join(dir, 'served.db')])),
+    watchtime: await startPinned(process.execPath, serveArgs(['--db', path.join(dir, 'served.db'), '--workers', '1'])),
     // Reads only: the bare server answering GETs at the end of the turn, as watchtime answers its lookups.
     grouped: await startPinned(process.execPath, [TSX, BARE], { BARE_GROUPED: '1' }),
   };
@@ -260,6 +430,10 @@ try {
       }
     }
     console.log(`server peak RSS: ${(rss / 1024 / 1024).toFixed(0)} MB`);
+    if (everyCore) {
+      const { lines, targets } = await everyCoreFigures(dir);
+      for (const line of [...lines, 'targets:', ...targets]) console.log(line);
+    }
     rmSync(dir, { recursive: true, force: true });
     process.exit(0);
   }
@@ -279,8 +453,6 @@ try {
   const rebuilt = await cli(['rebuild', '--db', file]);
   const rebuildRate = Number(/\((\d+) events\/s/.exec(rebuilt.stdout)?.[1] ?? 0);
 
-  const fmt = (v: number) => Math.round(v).toLocaleString('en');
-  const spread = (values: number[]) => `${fmt(median(values))} (${fmt(Math.min(...values))}-${fmt(Math.max(...values))})`;
   const figures = (phase: Phase, name: keyof typeof servers) => {
     const r = runs[name][phase];
     return { rate: median(r.map((x) => x.rate)), p99: median(r.map((x) => x.p99Ms)), cpuUs: median(r.map((x) => x.cpuUs)), all: r };
@@ -323,7 +495,8 @@ try {
   console.log(`server peak RSS: ${(rss / 1024 / 1024).toFixed(0)} MB`);
   console.log(`PostgreSQL (${duration} s a phase, ${connections} connections in all):`);
   for (const line of await postgresFigures()) console.log(line);
-  const mark = (ok: boolean) => (ok ? 'met   ' : 'MISSED');
+  const cores = await everyCoreFigures(dir);
+  for (const line of cores.lines) console.log(line);
   const batchRate = figures('batch', 'watchtime').rate;
   console.log('targets:');
   const singleMet = (phase: Phase) => ratios[phase] >= 0.8 && p99s[phase][1] <= 1.5 * p99s[phase][0];
@@ -338,6 +511,7 @@ try {
   console.log(`  ${mark(rebuildRate >= 500_000)} rebuild >= 500,000 events/s`);
   console.log(`  ${mark(bytesPerEvent <= 80)} <= 80 bytes per event on disk`);
   console.log(`  ${mark(rss < 200 * 1024 * 1024)} server RSS < 200 MB`);
+  for (const line of cores.targets) console.log(line);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

@@ -1,7 +1,9 @@
 // wrk, pinned: the benchmarks' load tool. A server runs on core 0 and wrk on
 // core 1, so that a rate measures the server's own cost per request rather
-// than how it shares the cores with the load tool.
+// than how it shares the cores with the load tool. Unpinned, server and wrk
+// share every core, as on a real machine, for servers of several processes.
 import { execFile, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -22,11 +24,17 @@ export const pinned = cpus().length >= 2;
 export const onCore = (core: number, command: string, args: string[]): [string, string[]] =>
   pinned ? ['taskset', ['-c', String(core), command, ...args]] : [command, args];
 
-/** A server started on core 0, once it listens. */
-export async function startPinned(command: string, args: string[], env: Record<string, string> = {}) {
-  const server = childServer(...onCore(0, command, args), env);
+async function listening(server: ReturnType<typeof childServer>) {
   return { ...server, url: await server.listening };
 }
+
+/** A server started on core 0, once it listens. */
+export const startPinned = (command: string, args: string[], env: Record<string, string> = {}) =>
+  listening(childServer(...onCore(0, command, args), env));
+
+/** A server free to run on every core, once it listens. */
+export const startUnpinned = (command: string, args: string[], env: Record<string, string> = {}) =>
+  listening(childServer(command, args, env));
 
 export const median = (values: number[]) => {
   const sorted = [...values].sort((a, b) => a - b);
@@ -41,16 +49,27 @@ export interface WrkResult {
   p99Us: number;
   socketErrors: number;
   non2xx: number;
+  /** wrk's own CPU seconds: beside an unpinned server, whether it had a core to spare. */
+  cpuSeconds: number;
 }
 
-/** One wrk run on core 1, with one of the scripts in wrk/ and its arguments. */
-export async function wrk(url: string, script: string, scriptArgs: string[], clients: number, seconds: number): Promise<WrkResult> {
-  const [command, args] = onCore(1, 'wrk', [
+/** CPU seconds of this process's children that have ended and been waited for (cutime and cstime). */
+function endedChildrenCpu(): number {
+  const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[13]) + Number(fields[14])) / 100;
+}
+
+/** One wrk run on core 1 (on any core with `unpinned`), with one of the scripts in wrk/ and its arguments. */
+export async function wrk(url: string, script: string, scriptArgs: string[], clients: number, seconds: number, unpinned = false): Promise<WrkResult> {
+  const wrkArgs = [
     '-t1', `-c${clients}`, `-d${seconds}s`, '--timeout', '10s', '-s', `${WRK_DIR}${script}`, url,
     ...(scriptArgs.length > 0 ? ['--', ...scriptArgs] : []),
-  ]);
+  ];
+  const [command, args] = unpinned ? ['wrk', wrkArgs] : onCore(1, 'wrk', wrkArgs);
+  const before = endedChildrenCpu();
   const { stdout } = await promisify(execFile)(command, args, { env: { ...process.env, WRK_REPORT: `${WRK_DIR}report.lua` }, encoding: 'utf8' });
   const line = /WRK_RESULT (.*)/.exec(stdout);
   if (!line) throw new Error(`wrk printed no result:\n${stdout}`);
-  return JSON.parse(line[1]) as WrkResult;
+  // Children ending meanwhile (a server stopped) count too: only the runs one at a time read this.
+  return { ...(JSON.parse(line[1]) as Omit<WrkResult, 'cpuSeconds'>), cpuSeconds: endedChildrenCpu() - before };
 }
