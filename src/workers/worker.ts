@@ -37,7 +37,7 @@ export async function runWorker(): Promise<void> {
 
 async function serve(writer: WriterProcess, config: ServerConfig, log: Logger): Promise<void> {
   const store = await openStore(config.db, { readonly: true });
-  const link = new WriterLink(writer, config.queueSize);
+  const link = new WriterLink(writer, config.queueSize, config.flushMs);
   const metrics = new Metrics({ http: true, droppedLogLines: () => droppedLogLines.count });
   let closing = false;
   let draining = false;
