@@ -1,4 +1,5 @@
 // What `watchtime serve` takes, once its options are read.
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import type { RequestedRule } from './accounting.ts';
 import type { EpisodeTiming } from './log.ts';
@@ -48,8 +49,26 @@ export const BODY_LIMIT = 16 * 1024 * 1024;
 /**
  * --workers auto: an HTTP worker a core, the writer beside them, since a
  * worker's request costs several times the writer's share of it; one
- * process that does both on a single core. See docs/performance.md.
+ * process that does both on a single core. The cores are those this process
+ * may run on and, in a container, its CPU quota: Node 20 counts the first
+ * only, and a container given 1 CPU on a 64-core host would start 64 workers.
  */
-export function autoWorkers(cores = availableParallelism()): number {
+export function autoWorkers(cores = Math.min(availableParallelism(), cpuQuota() ?? Infinity)): number {
   return cores > 1 ? cores : 1;
+}
+
+/** The cgroup's CPU quota in whole cores (rounded up), if one is set: v2's cpu.max, or v1's CFS quota. */
+export function cpuQuota(read = (file: string) => readFileSync(file, 'utf8')): number | undefined {
+  const cores = (quota: number, period: number) => (quota > 0 && period > 0 ? Math.max(1, Math.ceil(quota / period)) : undefined);
+  try {
+    const [quota, period] = read('/sys/fs/cgroup/cpu.max').trim().split(/\s+/);
+    return quota === 'max' ? undefined : cores(Number(quota), Number(period));
+  } catch {
+    // not cgroup v2
+  }
+  try {
+    return cores(Number(read('/sys/fs/cgroup/cpu/cpu.cfs_quota_us')), Number(read('/sys/fs/cgroup/cpu/cpu.cfs_period_us')));
+  } catch {
+    return undefined; // no cgroup, or not Linux
+  }
 }

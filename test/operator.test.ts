@@ -13,6 +13,7 @@ import { silentLogger } from '../src/log.ts';
 import { startServer } from '../src/server.ts';
 import { SqliteStore } from '../src/store/sqlite.ts';
 import { BIN, cleanupAfter, cli, get, post, serve, serveArgs, serverProcess, snapshot, tempDir, type Cleanup } from './helpers.ts';
+import { autoWorkers, cpuQuota } from '../src/config.ts';
 
 interface Ended {
   code: number | null;
@@ -289,6 +290,20 @@ describe('settings', () => {
       assert.match(ended.stderr, /--workers.*must be auto or an integer from 1 to 256/);
     });
   }
+
+  test('--workers auto counts the cores a container may use: its CPU quota, rounded up, and 1 on one core', () => {
+    const files = (contents: Record<string, string>) => (file: string) => {
+      if (file in contents) return contents[file];
+      throw new Error(`ENOENT ${file}`);
+    };
+    assert.equal(cpuQuota(files({ '/sys/fs/cgroup/cpu.max': 'max 100000\n' })), undefined);
+    assert.equal(cpuQuota(files({ '/sys/fs/cgroup/cpu.max': '150000 100000\n' })), 2);
+    assert.equal(cpuQuota(files({ '/sys/fs/cgroup/cpu.max': '20000 100000\n' })), 1);
+    assert.equal(cpuQuota(files({ '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '-1\n', '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000\n' })), undefined);
+    assert.equal(cpuQuota(files({ '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '400000\n', '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000\n' })), 4);
+    assert.equal(cpuQuota(files({})), undefined);
+    assert.deepEqual([1, 2, 16].map((cores) => autoWorkers(cores)), [1, 2, 16]);
+  });
 
   test('a token of visible characters is taken', async (t) => {
     const db = path.join(tempDir(cleanupAfter(t)), 'w.db');
