@@ -47,14 +47,17 @@ export const PROBED_WITHIN_MS = 60_000;
 export const BODY_LIMIT = 16 * 1024 * 1024;
 
 /**
- * --workers auto: an HTTP worker a core, the writer beside them, since a
- * worker's request costs several times the writer's share of it; one
- * process that does both on a single core. The cores are those this process
- * may run on and, in a container, its CPU quota: Node 20 counts the first
- * only, and a container given 1 CPU on a 64-core host would start 64 workers.
+ * --workers auto: one process that serves and writes on one or two cores;
+ * beyond, a core for the writer and an HTTP worker for each other core.
+ * On two cores, two workers beside the writer served more requests at 256
+ * connections (1.1 to 1.4 times) but fewer at 32, with a worse p99 and 2.5
+ * times the memory (docs/performance.md): three processes share two cores.
+ * The cores are those this process may run on and, in a container, its CPU
+ * quota: Node 20 counts the first only, and a container given 1 CPU on a
+ * 64-core host would start 63 workers.
  */
 export function autoWorkers(cores = Math.min(availableParallelism(), cpuQuota() ?? Infinity)): number {
-  return cores > 1 ? cores : 1;
+  return cores > 2 ? cores - 1 : 1;
 }
 
 /** The cgroup's CPU quota in whole cores (rounded up), if one is set: v2's cpu.max, or v1's CFS quota. */

@@ -48,6 +48,8 @@ export interface WriterSources {
 }
 
 export interface MetricSources {
+  /** Which process this is, as the `process` label of its own series: `server` (one process), `writer` or `worker-N`. */
+  process: string;
   /** The HTTP side: requests, refusals. Absent in a writer whose workers serve HTTP. */
   http: boolean;
   /** The writer's side: flushes, the queue, the database. Absent in an HTTP worker. */
@@ -107,6 +109,15 @@ export class Metrics {
         this.inc(sources.droppedLogLines?.() ?? 0);
       },
     });
+    new client.Gauge({
+      name: 'watchtime_process_resident_memory_bytes',
+      help: 'Resident memory of each process of the service (the writer and each HTTP worker), where process_resident_memory_bytes is their sum.',
+      labelNames: ['process'],
+      registers,
+      collect() {
+        this.set({ process: sources.process }, process.memoryUsage.rss());
+      },
+    });
     if (sources.http) this.refusals = new RefusalCounters(registers);
     if (sources.writer) this.writer = new WriterMetrics(sources.writer, registers);
   }
@@ -149,11 +160,41 @@ export class Metrics {
    * metrics too: CPU seconds and resident memory are the whole service's).
    */
   static async combined(snapshots: MetricsSnapshot[]): Promise<string> {
-    const registry = client.AggregatorRegistry.aggregate(snapshots.map((s) => s.registry));
-    const http = new HttpSeries();
-    for (const s of snapshots) http.add(s.http);
+    const { registry, http } = merge(snapshots);
     return (await registry.metrics()) + http.text();
   }
+
+  /**
+   * What stays of a process that is gone, added to every scrape after it so
+   * that no counter goes back: its counters and histograms, not its gauges.
+   */
+  static async lasting(snapshots: MetricsSnapshot[]): Promise<MetricsSnapshot> {
+    // prom-client's JSON says the type as a word, where its typings say an enum.
+    const lasts = (type: unknown) => type === 'counter' || type === 'histogram';
+    const kept = snapshots.map((s) => ({ ...s, registry: s.registry.filter((m) => lasts(m.type)) }));
+    const { registry, http } = merge(kept);
+    return { registry: await registry.getMetricsAsJSON(), http: http.data() };
+  }
+}
+
+/**
+ * How a process metric of several processes reads as the service's, where a
+ * sum would mislead: its start is the first process's, its file limit each
+ * one's, and its event loop's lag the worst one's (an average hides a stuck worker).
+ */
+function aggregatorOf(name: string): client.Aggregator | undefined {
+  if (name === 'process_start_time_seconds' || name === 'process_max_fds') return 'min';
+  if (name.startsWith('nodejs_eventloop_lag')) return 'max';
+  return undefined;
+}
+
+function merge(snapshots: MetricsSnapshot[]): { registry: ReturnType<typeof client.AggregatorRegistry.aggregate>; http: HttpSeries } {
+  const registry = client.AggregatorRegistry.aggregate(
+    snapshots.map((s) => s.registry.map((m) => ({ ...m, aggregator: aggregatorOf(m.name) ?? m.aggregator }))),
+  );
+  const http = new HttpSeries();
+  for (const s of snapshots) http.add(s.http);
+  return { registry, http };
 }
 
 /** The ingest refusals, by the problem type of the answer: counted where requests are answered. */

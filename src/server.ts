@@ -15,6 +15,8 @@ export interface RunningServer {
   port: number;
   /** Stops accepting, flushes the queue, checkpoints and closes the database. */
   close(options?: { drain?: boolean }): Promise<void>;
+  /** Where the server logs: with workers, the writer's lines say so. */
+  log: Logger;
 }
 
 interface Started {
@@ -53,7 +55,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
       'ingest is open to anyone who reaches this address (no --ingest-token); set one (or WATCHTIME_INGEST_TOKEN_FILE) unless the network is yours',
     );
   }
-  return { url, port: started.port, close: started.close };
+  return { url, port: started.port, close: started.close, log };
 }
 
 /** One process serves HTTP and writes. */

@@ -63,6 +63,7 @@ export async function openWriter(
     onFailed: () => metrics.flushFailed(),
   });
   const metrics = new Metrics({
+    process: serving.http ? 'server' : 'writer',
     http: serving.http,
     writer: {
       queueDepth: () => queue.stats().depth,

@@ -291,7 +291,7 @@ describe('settings', () => {
     });
   }
 
-  test('--workers auto counts the cores a container may use: its CPU quota, rounded up, and 1 on one core', () => {
+  test('--workers auto counts the cores a container may use (its CPU quota, rounded up), and keeps one for the writer', () => {
     const files = (contents: Record<string, string>) => (file: string) => {
       if (file in contents) return contents[file];
       throw new Error(`ENOENT ${file}`);
@@ -302,7 +302,7 @@ describe('settings', () => {
     assert.equal(cpuQuota(files({ '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '-1\n', '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000\n' })), undefined);
     assert.equal(cpuQuota(files({ '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '400000\n', '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000\n' })), 4);
     assert.equal(cpuQuota(files({})), undefined);
-    assert.deepEqual([1, 2, 16].map((cores) => autoWorkers(cores)), [1, 2, 16]);
+    assert.deepEqual([1, 2, 3, 16].map((cores) => autoWorkers(cores)), [1, 1, 2, 15]);
   });
 
   test('a token of visible characters is taken', async (t) => {

@@ -55,7 +55,7 @@ function workerOf(stderr: string, requestId: string): number | undefined {
 const sample = (text: string, series: string) => Number(new RegExp(`^${series.replace(/[{}()[\]|.+*?^$\\]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1]);
 
 async function until(what: string, check: () => Promise<boolean> | boolean) {
-  for (let i = 0; i < 400; i++) {
+  for (let i = 0; i < 1000; i++) {
     if (await check()) return;
     await sleep(25);
   }
@@ -166,13 +166,17 @@ describe('serve --workers', () => {
     generator.stderr.on('data', (d) => (out += d));
     const generated = new Promise<number | null>((resolve) => generator.on('exit', resolve));
     await sleep(1200);
+    // Counters of /metrics never go back: what a dead worker counted stays.
+    const before = sample((await get(base, '/metrics')).body, 'watchtime_http_requests_total{route="/",method="POST",status="200"}');
+    assert.ok(before > 0);
     const [victim] = childrenOf(server.child.pid!);
     process.kill(victim, 'SIGKILL');
     await until('the worker to be replaced', () => /worker \d died \(SIGKILL\)/.test(server.stderr()) && childrenOf(server.child.pid!).length === 2);
     assert.ok(!childrenOf(server.child.pid!).includes(victim));
     const metrics = (await get(base, '/metrics')).body as string;
-    assert.equal(sample(metrics, 'watchtime_http_worker_restarts_total'), 1);
+    assert.equal(sample(metrics, 'watchtime_http_worker_restarts_total'), 1, server.stderr());
     assert.equal(sample(metrics, 'watchtime_http_workers'), 2);
+    assert.ok(sample(metrics, 'watchtime_http_requests_total{route="/",method="POST",status="200"}') >= before, 'no counter went back');
 
     assert.equal(await generated, 0, out);
     assert.match(out, / 0 difference\(s\)/);
@@ -216,5 +220,26 @@ describe('serve --workers', () => {
     const conn = new Database(db, { readonly: true });
     assert.equal((conn.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n, 13);
     conn.close();
+  });
+
+  test('workers that all die at once, or stop answering, are started again; the writer stays up', { timeout: 60_000 }, async (t) => {
+    const cleanup = cleanupAfter(t);
+    const db = path.join(tempDir(cleanup), 'w.db');
+    const server = serverProcess(['--db', db, '--workers', '2']);
+    cleanup(() => server.child.kill('SIGKILL'));
+    const base = await server.listening;
+    const first = childrenOf(server.child.pid!);
+    for (const pid of first) process.kill(pid, 'SIGKILL');
+    await until('both workers to be started again', () => (server.stderr().match(/worker \d started again/g) ?? []).length === 2);
+    assert.equal(server.child.exitCode, null, 'the writer is still running');
+    assert.equal((await post(base, { user: 'a', slug: 'm', at: 10 })).status, 200);
+
+    // A worker stopped (as if in an endless loop) is found out by the writer's heartbeat, killed and replaced.
+    const [stuck] = childrenOf(server.child.pid!);
+    process.kill(stuck, 'SIGSTOP');
+    await until('the stopped worker to be replaced', () => /has not answered for \d+ s; killing it/.test(server.stderr()) && !childrenOf(server.child.pid!).includes(stuck) && childrenOf(server.child.pid!).length === 2);
+    assert.equal((await get(base, '/users/a/watch-time')).body.watchTime, 10);
+    server.child.kill('SIGTERM');
+    assert.equal(await server.exited, 0, server.stderr());
   });
 });

@@ -49,14 +49,13 @@ export function registerServe(program: Command): void {
     .addOption(envOption('--drain-ms <ms>', 'on SIGTERM, how long /readyz answers 503 while requests are still served, if a load balancer probed it in the last minute (default 5000)').argParser(integer(0, 600_000)))
     .addOption(envOption('--close-grace-ms <ms>', 'on SIGTERM, how long open requests may take once the queue is flushed (default 5000)').argParser(integer(0, 600_000)))
     .addOption(envOption('--keep-alive-ms <ms>', 'how long an idle keep-alive connection is kept; above a load balancer\'s idle timeout (default 65000)').argParser(integer(1, 3_600_000)))
-    .addOption(envOption('--workers <n>', 'processes that serve HTTP, beside one that writes; 1 serves and writes in one process; auto: one a core, 1 on a single core').argParser(workersOption).default('auto'))
+    .addOption(envOption('--workers <n>', 'processes that serve HTTP, beside one that writes; 1 serves and writes in one process; auto: 1 on up to 2 cores, else one a core but the writer\'s').argParser(workersOption).default('auto'))
     .addOption(envOption('--log-level <level>', 'least severe log lines written').choices(LOG_LEVELS).default('info'))
     .action(async (options: ServeOptions) => {
       checkToken('--ingest-token', options.ingestToken);
       checkToken('--read-token', options.readToken);
       // Loaded here, not at start: the other commands need none of the server's modules (about 25 MB).
       const [{ startServer }, { createLogger }, { autoWorkers }] = await Promise.all([import('../server.ts'), import('../log.ts'), import('../config.ts')]);
-      const log = createLogger(options.logLevel);
       const server = await startServer(
         {
           ...options,
@@ -64,8 +63,9 @@ export function registerServe(program: Command): void {
           workers: options.workers === 'auto' ? autoWorkers() : options.workers,
           rule: { accounting: options.accounting, maxStep: options.maxStep },
         },
-        log,
+        createLogger(options.logLevel),
       );
+      const { log } = server;
       let stopping = false;
       const stop = (signal: string) => {
         if (stopping) {

@@ -20,6 +20,16 @@ const STEADY_MS = 5_000;
 const MAX_RESTART_PAUSE_MS = 30_000;
 /** How long past the grace a worker may take to stop before it is killed. */
 const STOP_MARGIN_MS = 5_000;
+/**
+ * Every HEARTBEAT_MS the writer asks each worker a question; a worker that
+ * has not answered within HUNG_MS (stopped, or in an endless loop) is killed
+ * and started again. Parsing the largest body takes well under a second.
+ */
+const HEARTBEAT_MS = 2_000;
+const HUNG_MS = 10_000;
+
+/** A worker ended before it listened; its exit has been logged. */
+class WorkerExitedError extends Error {}
 
 export interface Workers {
   port: number;
@@ -40,16 +50,26 @@ export async function startWorkers(config: ServerConfig & { workers: number }, l
   // --body-memory bounds the service's bodies in all: each worker takes its share, and at least one largest body.
   const bodyMemory = Math.max(BODY_LIMIT, Math.floor((config.bodyMemory ?? DEFAULT_BODY_MEMORY) / config.workers));
   const workerConfig: ServerConfig = { ...config, bodyMemory };
+  /**
+   * The port workers are told to listen on, which is node:cluster's key for
+   * the listening socket it shares. It closes that socket when its last
+   * worker goes; a worker started after that must bind the port found at
+   * start, not --port 0's next random one.
+   */
+  let listenPort = config.port;
+  let foundPort: number | undefined;
   const here = fileURLToPath(import.meta.url);
   cluster.setupPrimary({ exec: here.replace(/primary\.[jt]s$/, `worker-main${extname(here)}`), execArgv: process.execArgv });
 
   let closing = false;
-  let failedToStart: ((error: Error) => void) | undefined;
+  let failedToStart: ((error: Error & { worker?: number }) => void) | undefined;
   const restartPause = new Map<number, number>();
 
   /** Starts worker `n` (1..N); settles with its port once it listens. */
   const fork = (n: number): Promise<number> =>
     new Promise((resolve, reject) => {
+      if (live.size === 0 && foundPort !== undefined) listenPort = foundPort;
+      const listenOn = listenPort;
       const worker = cluster.fork();
       forked.add(worker);
       const startedAt = Date.now();
@@ -59,29 +79,40 @@ export async function startWorkers(config: ServerConfig & { workers: number }, l
       });
       worker.on('message', (message: ToWriter) => {
         if (message.t === 'ready') {
-          const setup: WorkerSetup = { config: workerConfig, worker: n, logLevel: log.level as WorkerSetup['logLevel'] };
+          const setup: WorkerSetup = { config: { ...workerConfig, port: listenOn }, worker: n, logLevel: log.level as WorkerSetup['logLevel'] };
           worker.send({ t: 'start', setup } satisfies ToWorker);
         } else if (message.t === 'listening') {
           live.set(n, worker);
+          if (restartPause.has(n)) log.info({ worker: n, pid: worker.process.pid }, `worker ${n} started again (pid ${worker.process.pid})`);
           resolve(message.port);
         } else if (message.t === 'failed') {
-          reject(new Error(message.message));
+          reject(Object.assign(new Error(message.message), { code: message.code }));
         } else attached.received(message);
       });
+      const heartbeat = setInterval(() => {
+        if (closing || !live.has(n)) return;
+        attached.asking.ask('probedAt', HUNG_MS).catch(() => {
+          if (closing || worker.isDead()) return;
+          log.error({ worker: n, pid: worker.process.pid }, `worker ${n} has not answered for ${HUNG_MS / 1000} s; killing it`);
+          worker.process.kill('SIGKILL');
+        });
+      }, HEARTBEAT_MS);
       worker.on('exit', (code, signal) => {
+        clearInterval(heartbeat);
         attached.gone();
         forked.delete(worker);
         if (live.get(n) === worker) live.delete(n);
-        reject(new Error(`worker ${n} exited (${signal ?? `code ${code}`}) before it listened`));
+        reject(new WorkerExitedError(`worker ${n} exited (${signal ?? `code ${code}`}) before it listened`));
         if (closing) return;
         const pause = Date.now() - startedAt < STEADY_MS ? Math.min(Math.max(1_000, 2 * (restartPause.get(n) ?? 0)), MAX_RESTART_PAUSE_MS) : 0;
         restartPause.set(n, pause);
         restarts += 1;
         log.error({ worker: n, pid: worker.process.pid, code, signal, restartInMs: pause },
           `worker ${n} died (${signal ?? `exit code ${code}`}); its open requests got no answer, the events it handed over are committed; starting another`);
+        // Referenced: with every worker dead, this timer is what keeps the writer running until they are back.
         setTimeout(() => {
-          if (!closing) fork(n).catch((error: Error) => failedToStart?.(error));
-        }, pause).unref();
+          if (!closing) fork(n).catch((error: Error) => failedToStart?.(Object.assign(error, { worker: n })));
+        }, pause);
       });
     });
 
@@ -100,14 +131,17 @@ export async function startWorkers(config: ServerConfig & { workers: number }, l
   let port: number;
   try {
     const ports = await Promise.all(Array.from({ length: config.workers }, (_, i) => fork(i + 1)));
-    port = ports[0];
+    port = foundPort = ports[0];
   } catch (error) {
     await stopWorkers();
     await writer.close(log);
     throw error;
   }
-  // A worker that cannot start again (its database gone, say) is logged; the others serve on.
-  failedToStart = (error) => log.error({ err: error }, 'a worker could not be started again');
+  // A worker that says why it cannot start again (its database gone, say) is logged; the others serve on, and it is
+  // tried again after its pause. One that died while starting has had its line already.
+  failedToStart = (error) => {
+    if (!(error instanceof WorkerExitedError)) log.error({ worker: error.worker, detail: error.message }, 'a worker could not start again');
+  };
 
   let closed: Promise<void> | undefined;
   const close = ({ drain = true } = {}) =>

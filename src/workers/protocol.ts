@@ -46,7 +46,8 @@ export type ToWriter =
   | { t: 'ask'; id: number; what: keyof Questions }
   | { t: 'answer'; id: number; value?: unknown; error?: string }
   | { t: 'listening'; port: number }
-  | { t: 'failed'; message: string };
+  /** The worker could not start; `code` is the error's (EADDRINUSE: the port is taken). */
+  | { t: 'failed'; message: string; code?: string };
 
 export type ToWorker =
   | { t: 'start'; setup: WorkerSetup }

@@ -28,17 +28,18 @@ export async function runWorker(): Promise<void> {
   });
   const log = createLogger(setup.logLevel).child({ role: 'http', worker: setup.worker });
   try {
-    await serve(writer, setup.config, log);
+    await serve(writer, setup.config, setup.worker, log);
   } catch (error) {
     // The writer logs why, once, and stops the service.
-    writer.send({ t: 'failed', message: (error as Error).message }, () => process.exit(1));
+    const { message, code } = error as NodeJS.ErrnoException;
+    writer.send({ t: 'failed', message, code }, () => process.exit(1));
   }
 }
 
-async function serve(writer: WriterProcess, config: ServerConfig, log: Logger): Promise<void> {
+async function serve(writer: WriterProcess, config: ServerConfig, worker: number, log: Logger): Promise<void> {
   const store = await openStore(config.db, { readonly: true });
   const link = new WriterLink(writer, config.queueSize, config.flushMs);
-  const metrics = new Metrics({ http: true, droppedLogLines: () => droppedLogLines.count });
+  const metrics = new Metrics({ process: `worker-${worker}`, http: true, droppedLogLines: () => droppedLogLines.count });
   let closing = false;
   let draining = false;
   let probedAt = 0;

@@ -4,7 +4,7 @@
 // also answers what only it knows: the queue's state, whether the database
 // takes writes, and /metrics for the whole service.
 import { FlushError, QueueClosedError, QueueFullError, type IngestQueue } from '../ingest/queue.ts';
-import { Metrics } from '../metrics.ts';
+import { Metrics, type MetricsSnapshot } from '../metrics.ts';
 import { StoreBusyError } from '../store/store.ts';
 import { Asking, unflatten, type Channel, type Outcome, type Questions, type Refusal, type ToWorker, type ToWriter, type WorkerQuestions } from './protocol.ts';
 
@@ -17,6 +17,8 @@ interface Attached {
   channel: WorkerChannel;
   asking: Asking<ToWorker>;
   outbox: Outcome[];
+  /** Its share of /metrics at the last scrape: used while it does not answer, and kept in part once it is gone. */
+  lastShare?: MetricsSnapshot;
 }
 
 function refusalOf(error: unknown): Refusal {
@@ -28,6 +30,8 @@ function refusalOf(error: unknown): Refusal {
 
 export class WriterService {
   private readonly attached = new Set<Attached>();
+  /** The counters and histograms of workers that are gone, so that no counter of /metrics goes back when one dies. */
+  private retired: Promise<MetricsSnapshot | undefined> = Promise.resolve(undefined);
 
   constructor(
     private readonly queue: IngestQueue,
@@ -44,6 +48,8 @@ export class WriterService {
       gone: () => {
         this.attached.delete(worker);
         worker.asking.abandon('the worker is gone');
+        const last = worker.lastShare;
+        if (last) this.retired = this.retired.then((retired) => Metrics.lasting(retired ? [retired, last] : [last]));
       },
     };
   }
@@ -99,14 +105,24 @@ export class WriterService {
     }
   }
 
-  /** The writer's metrics and every worker's, as one service's. */
+  /**
+   * The writer's metrics and every worker's, as one service's. A worker
+   * that does not answer in time counts with its last share, and one that
+   * is gone with its counters as they were.
+   */
   async metricsText(): Promise<string> {
     const shares = await Promise.all(
-      [...this.attached].map((w) =>
-        w.asking.ask<WorkerQuestions['snapshot']>('snapshot', SNAPSHOT_TIMEOUT_MS).catch(() => undefined),
-      ),
+      [...this.attached].map(async (w) => {
+        try {
+          w.lastShare = await w.asking.ask<WorkerQuestions['snapshot']>('snapshot', SNAPSHOT_TIMEOUT_MS);
+        } catch {
+          // slow or stopped: its last share
+        }
+        return w.lastShare;
+      }),
     );
-    const snapshots = [await this.metrics.snapshot(), ...shares.filter((s) => s !== undefined)];
+    const retired = await this.retired;
+    const snapshots = [await this.metrics.snapshot(), ...shares, retired].filter((s) => s !== undefined);
     return Metrics.combined(snapshots);
   }
 
