@@ -1,6 +1,6 @@
 // The read endpoints of SPEC section 3 against the real server.
 import assert from 'node:assert/strict';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SqliteStore } from '../src/store/sqlite.ts';
@@ -203,5 +203,36 @@ describe('answers kept in memory', () => {
     assert.equal((await cli(['rebuild', '--db', db, '--accounting', 'sum'])).code, 0);
     await compare('after a rebuild by another process');
     assert.equal((await get(base, '/users/ann/watch-time')).body.watchTime, 60 + 100 + 50, 'the rebuild counted every second');
+  });
+});
+
+describe('a read-only store (an HTTP worker\'s)', () => {
+  test('a lookup read in the poll phase sees a commit made after the last turn\'s lookup', async (t) => {
+    const cleanup = cleanupAfter(t);
+    const file = path.join(tempDir(cleanup), 'w.db');
+    const writer = new SqliteStore(file);
+    cleanup(() => writer.close());
+    writer.initSettings({ accounting: 'progress', maxStep: 120 });
+    writer.ingest([{ user: 'u', slug: 'm', at: 10, receivedAt: Date.now() }]);
+    const reader = new SqliteStore(file, { readonly: true });
+    cleanup(() => reader.close());
+
+    // A request read by a socket's callback, as polka's routed lookups are: in the poll phase of the turn after a
+    // lookup answered in the check phase (as the plain lookups are), and after another connection's commit.
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanup(() => server.close());
+    const read = new Promise<number | undefined>((resolve) =>
+      server.once('connection', (socket) => socket.once('data', () => resolve(reader.pair('u', 'm')?.latestMoment))),
+    );
+    const client = connect((server.address() as AddressInfo).port, '127.0.0.1');
+    cleanup(() => client.destroy());
+    await new Promise((resolve) => client.once('connect', resolve));
+    setImmediate(() => {
+      assert.equal(reader.pair('u', 'm')?.latestMoment, 10);
+      writer.ingest([{ user: 'u', slug: 'm', at: 20, receivedAt: Date.now() }]);
+      client.write('GET');
+    });
+    assert.equal(await read, 20);
   });
 });

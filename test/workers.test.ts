@@ -90,20 +90,36 @@ describe('serve --workers', () => {
     }
     assert.equal(new Set(workers).size, 2, `the connections reached both workers (${workers})`);
 
-    for (let i = 0; i < 150; i++) {
+    // Other clients keep both workers' event loops busy with lookups meanwhile, as players do.
+    let hammering = true;
+    const hammers = Array.from({ length: 8 }, async () => {
+      const c = connection(base);
+      while (hammering) await c.get('/users/someone/movies/else/latest-moment');
+      c.close();
+    });
+    for (let i = 0; i < 300; i++) {
       const writer = clients[i % 4];
       const at = (i + 1) * 10;
       assert.deepEqual((await writer.post({ user: 'ryw', slug: 'film', at })).body, { accepted: 1, duplicates: 0 });
-      // At once, on every other connection, and so on the other worker too.
+      // At once, on every other connection, and so on the other worker too; plain paths, and paths polka routes (a query).
       const answers = await Promise.all(
-        clients.filter((c) => c !== writer).flatMap((c) => [c.get('/users/ryw/movies/film/latest-moment'), c.get('/movies/film/watch-time')]),
+        clients
+          .filter((c) => c !== writer)
+          .flatMap((c) => [
+            c.get('/users/ryw/movies/film/latest-moment'),
+            c.get('/movies/film/watch-time'),
+            c.get(`/users/ryw/movies/film/latest-moment?i=${i}`),
+          ]),
       );
-      for (let k = 0; k < answers.length; k += 2) {
-        assert.equal(answers[k].body.latestMoment, at, `lookup ${k / 2} after event ${i + 1}`);
+      for (let k = 0; k < answers.length; k += 3) {
+        assert.equal(answers[k].body.latestMoment, at, `lookup ${k / 3} after event ${i + 1}`);
         assert.equal(answers[k].body.events, i + 1);
         assert.equal(answers[k + 1].body.events, i + 1);
+        assert.equal(answers[k + 2].body.latestMoment, at, `routed lookup ${k / 3} after event ${i + 1}`);
       }
     }
+    hammering = false;
+    await Promise.all(hammers);
 
     const lines = logLines(server.stderr());
     assert.ok(lines.some((l) => l.role === 'writer' && String(l.msg).startsWith('listening on')), 'the writer says it listens, once');

@@ -150,7 +150,7 @@ export function openApiDocument() {
       description:
         'Ingests video watch-progress events and answers, at any moment, the watch time of each movie, of each ' +
         'user, and the latest moment each user reached in each movie. Errors are RFC 9457 problem details; ' +
-        'every answer carries an X-Request-Id.',
+        'every problem answer carries an X-Request-Id.',
     },
     paths: {
       '/': {

@@ -290,14 +290,19 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * Looks for other connections' commits at most once an event-loop turn: a
-   * read sees every commit made before the turn that serves it began, and a
-   * busy server does not pay a system call for each lookup.
+   * Looks for other connections' commits once a callback of the event loop
+   * (the flag falls with its microtasks): a lookup sees every commit made
+   * before the callback that serves it began, which came after its request
+   * was read; the lookups a turn gathers and answers in one callback pay
+   * for one check. Once a turn was not enough: a lookup routed by polka is
+   * answered while its request is read, in the poll phase, and the flag of
+   * the turn before was still up (an HTTP worker then served an answer from
+   * before a write it had been told of).
    */
   private noticeOtherWritersThisTurn(): void {
     if (this.noticedThisTurn) return;
     this.noticedThisTurn = true;
-    setImmediate(() => (this.noticedThisTurn = false));
+    queueMicrotask(() => (this.noticedThisTurn = false));
     this.noticeOtherWriters();
   }
 

@@ -79,6 +79,8 @@ export async function startWorkers(config: ServerConfig & { workers: number }, l
       });
       worker.on('message', (message: ToWriter) => {
         if (message.t === 'ready') {
+          // Started during a shutdown: it has taken no request, and goes at once.
+          if (closing) return void worker.send({ t: 'close' } satisfies ToWorker);
           const setup: WorkerSetup = { config: { ...workerConfig, port: listenOn }, worker: n, logLevel: log.level as WorkerSetup['logLevel'] };
           worker.send({ t: 'start', setup } satisfies ToWorker);
         } else if (message.t === 'listening') {

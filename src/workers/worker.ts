@@ -19,6 +19,8 @@ export async function runWorker(): Promise<void> {
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => undefined);
   const setup = await new Promise<WorkerSetup>((resolve) => {
     const first = (message: ToWorker) => {
+      // Told to stop before it started (a shutdown just after a restart): nothing to answer.
+      if (message.t === 'close') process.exit(0);
       if (message.t !== 'start') return;
       process.off('message', first);
       resolve(message.setup);
