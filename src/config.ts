@@ -46,6 +46,14 @@ export const PROBED_WITHIN_MS = 60_000;
 /** A 10,000-event batch of 200-character names fits with room to spare. */
 export const BODY_LIMIT = 16 * 1024 * 1024;
 
+/** What the HTTP app takes of the configuration, in one process or in each worker. */
+export const httpSettings = (config: ServerConfig) => ({
+  ingestToken: config.ingestToken,
+  readToken: config.readToken,
+  bodyLimit: BODY_LIMIT,
+  bodyMemory: config.bodyMemory,
+});
+
 /**
  * --workers auto: one process that serves and writes on one or two cores;
  * beyond, a core for the writer and an HTTP worker for each other core.

@@ -1,7 +1,7 @@
 // Starts and stops the service: one process that serves and writes, or
 // (serve --workers N) a writer process and N HTTP workers (src/workers/).
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BODY_LIMIT, LIFECYCLE_DEFAULTS, PROBED_WITHIN_MS, type ServerConfig } from './config.ts';
+import { httpSettings, LIFECYCLE_DEFAULTS, PROBED_WITHIN_MS, type ServerConfig } from './config.ts';
 import { createApp, DEFAULT_BODY_MEMORY } from './http/app.ts';
 import { closeConnections, isLoopback, listen, urlOf } from './http/listen.ts';
 import { createLogger, EpisodeLog, type Logger } from './log.ts';
@@ -72,10 +72,7 @@ async function startAlone(config: ServerConfig, log: Logger): Promise<Started> {
   const handler = createApp({
     store: writer.store,
     sink: queue,
-    ingestToken: config.ingestToken,
-    readToken: config.readToken,
-    bodyLimit: BODY_LIMIT,
-    bodyMemory: config.bodyMemory,
+    ...httpSettings(config),
     isClosing: () => closing,
     isDraining: () => draining,
     onReadinessProbe: () => (probedAt = Date.now()),

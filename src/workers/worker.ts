@@ -3,7 +3,7 @@
 // the writer, and its lookups to its own read-only connection. It stops
 // when the writer says so, or at once when the writer is gone; signals are
 // the writer's to act on (Ctrl-C reaches every process of the group).
-import { BODY_LIMIT, LIFECYCLE_DEFAULTS, type ServerConfig } from '../config.ts';
+import { httpSettings, LIFECYCLE_DEFAULTS, type ServerConfig } from '../config.ts';
 import { createApp } from '../http/app.ts';
 import { closeConnections, listen } from '../http/listen.ts';
 import { createLogger, droppedLogLines, EpisodeLog, type Logger } from '../log.ts';
@@ -48,10 +48,7 @@ async function serve(writer: WriterProcess, config: ServerConfig, worker: number
   const handler = createApp({
     store,
     sink: link,
-    ingestToken: config.ingestToken,
-    readToken: config.readToken,
-    bodyLimit: BODY_LIMIT,
-    bodyMemory: config.bodyMemory,
+    ...httpSettings(config),
     isClosing: () => closing,
     isDraining: () => draining,
     onReadinessProbe: () => (probedAt = Date.now()),
