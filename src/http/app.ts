@@ -3,40 +3,29 @@
 // lookups without polka's routing.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import polka, { type Request } from 'polka';
-import type { EventSink } from '../ingest/sink.ts';
 import { EpisodeLog, type Logger } from '../log.ts';
-import type { Store } from '../store/store.ts';
-import { answerCounting, type Guard, type HttpMetrics, type On } from './answering.ts';
+import { answerCounting, type Guard, type On } from './answering.ts';
 import { bearerCheck } from './auth.ts';
 import { BodyBudget, discardRest } from './body.ts';
 import { waitBehindWrites } from './connection-order.ts';
 import { errorAnswers } from './errors.ts';
 import { badRequest, HttpProblem, notFound } from './problem.ts';
-import { healthRoutes } from './routes/health.ts';
+import { healthRoutes, type HealthSources } from './routes/health.ts';
 import { countRefused, INGEST_PATHS, ingestRoutes } from './routes/ingest.ts';
 import { lookupRoutes } from './routes/lookups.ts';
 import { pageRoutes } from './routes/pages.ts';
 
-export interface AppOptions {
-  store: Store;
-  /** Where ingest hands its events: the queue, or the link to the writer process. */
-  sink: EventSink;
+/** The app's options; what the health routes read of them is in HealthSources. */
+export interface AppOptions extends HealthSources {
   ingestToken?: string;
   readToken?: string;
   /** Largest request body, in bytes. */
   bodyLimit: number;
   /** Most bytes of all the bodies being read at once, as received; past it a POST gets 503 busy-reading. */
   bodyMemory?: number;
-  /** True once shutdown has begun and the server no longer takes connections. */
-  isClosing: () => boolean;
-  /** True while the server, told to stop, still serves but tells load balancers to go (the lame duck). */
-  isDraining?: () => boolean;
-  /** Told of each readiness probe: the shutdown waits for a load balancer only if one is watching. */
-  onReadinessProbe?: () => void;
   log: Logger;
   /** Where faults that repeat are logged as episodes; one of its own on `log` when not given. */
   episodes?: EpisodeLog;
-  metrics?: HttpMetrics;
 }
 
 export const DEFAULT_BODY_MEMORY = 64 * 1024 * 1024;

@@ -9,13 +9,11 @@ import { closeConnections, listen } from '../http/listen.ts';
 import { createLogger, droppedLogLines, EpisodeLog, type Logger } from '../log.ts';
 import { Metrics } from '../metrics.ts';
 import { openStore } from '../store/open.ts';
-import type { Channel, ToWorker, ToWriter, WorkerSetup } from './protocol.ts';
-import { WriterLink } from './writer-link.ts';
-
-type WriterProcess = Channel<ToWriter> & { connected: boolean };
+import type { ToWorker, WorkerSetup } from './protocol.ts';
+import { WriterLink, type WriterChannel } from './writer-link.ts';
 
 export async function runWorker(): Promise<void> {
-  const writer = process as unknown as WriterProcess;
+  const writer = process as unknown as WriterChannel;
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => undefined);
   const setup = await new Promise<WorkerSetup>((resolve) => {
     const first = (message: ToWorker) => {
@@ -38,7 +36,7 @@ export async function runWorker(): Promise<void> {
   }
 }
 
-async function serve(writer: WriterProcess, config: ServerConfig, worker: number, log: Logger): Promise<void> {
+async function serve(writer: WriterChannel, config: ServerConfig, worker: number, log: Logger): Promise<void> {
   const store = await openStore(config.db, { readonly: true });
   const link = new WriterLink(writer, config.queueSize, config.flushMs);
   const metrics = new Metrics({ process: `worker-${worker}`, http: true, droppedLogLines: () => droppedLogLines.count });

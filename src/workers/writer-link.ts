@@ -29,6 +29,9 @@ const refusals: Record<Refusal, (message: string) => Error> = {
   internal: (message) => new Error(message),
 };
 
+/** The writer, as a worker reaches it: its own `process`. */
+export type WriterChannel = Channel<ToWriter> & { connected: boolean };
+
 export class WriterLink implements EventSink {
   private readonly pending = new Map<number, Pending>();
   private outbox: Submission[] = [];
@@ -44,7 +47,7 @@ export class WriterLink implements EventSink {
   readonly asking: Asking<ToWriter>;
 
   constructor(
-    private readonly writer: Channel<ToWriter> & { connected: boolean },
+    private readonly writer: WriterChannel,
     readonly capacity: number,
     /** The longest a request waits here while the writer commits earlier ones (the writer's --flush-ms). */
     private readonly holdMs: number,

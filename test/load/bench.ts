@@ -28,7 +28,7 @@ import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SqliteStore } from '../../src/store/sqlite.ts';
-import { cli, serveArgs, serverProcess } from '../helpers.ts';
+import { childrenOf, cli, serveArgs, serverProcess } from '../helpers.ts';
 import { startPostgres } from '../support/postgres.ts';
 import { handoffFigures, handoffLines } from './handoff.ts';
 import { median, need, pinned, startPinned, startUnpinned, wrk as runWrk } from './wrk.ts';
@@ -148,25 +148,8 @@ function cpuSeconds(pids: number[]): number {
 
 /** A process and its descendants (tsx runs the bare server in a child process). */
 function processTree(root: number): number[] {
-  const parentOf = new Map<number, number>();
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      parentOf.set(Number(name), Number(readFileSync(`/proc/${name}/stat`, 'utf8').split(') ')[1].split(' ')[1]));
-    } catch {
-      // gone meanwhile
-    }
-  }
   const tree = [root];
-  for (let grew = true; grew; ) {
-    grew = false;
-    for (const [pid, parent] of parentOf) {
-      if (tree.includes(parent) && !tree.includes(pid)) {
-        tree.push(pid);
-        grew = true;
-      }
-    }
-  }
+  for (const pid of tree) tree.push(...childrenOf(pid));
   return tree;
 }
 

@@ -8,10 +8,14 @@ import { HttpProblem, notFound, sendJson } from '../problem.ts';
 /** What these routes read, of the app's options. */
 export interface HealthSources {
   store: Store;
+  /** Where ingest hands its events: the queue, or the link to the writer process. */
   sink: EventSink;
   metrics?: HttpMetrics;
+  /** True once shutdown has begun and the server no longer takes connections. */
   isClosing: () => boolean;
+  /** True while the server, told to stop, still serves but tells load balancers to go (the lame duck). */
   isDraining?: () => boolean;
+  /** Told of each readiness probe: the shutdown waits for a load balancer only if one is watching. */
   onReadinessProbe?: () => void;
 }
 
