@@ -92,6 +92,8 @@ describe('one server per SQLite file', () => {
 
     await assert.rejects(startSecond(cleanup, db), holder);
     assertRefused(await startServe(['--db', db]), holder);
+    // With workers too: the writer takes the lock before it forks any.
+    assertRefused(await startServe(['--db', db, '--workers', '2']), holder);
 
     const query = await cli(['query', 'movie', 'heat', '--db', db, '--json']);
     assert.equal(query.code, 0, query.stderr);
@@ -290,6 +292,14 @@ describe('settings', () => {
       assert.match(ended.stderr, /--workers.*must be auto or an integer from 1 to 256/);
     });
   }
+
+  test("WATCHTIME_WORKERS='' (an unset shell variable) is refused at start as bad usage", async (t) => {
+    const db = path.join(tempDir(cleanupAfter(t)), 'w.db');
+    const ended = await startServe(['--db', db], { env: { WATCHTIME_WORKERS: '' } });
+    assert.equal(ended.listened, false, 'it started');
+    assert.equal(ended.code, 2, ended.stderr);
+    assert.match(ended.stderr, /--workers.*must be auto or an integer from 1 to 256/);
+  });
 
   test('--workers auto counts the cores a container may use (its CPU quota, rounded up), and keeps one for the writer', () => {
     const files = (contents: Record<string, string>) => (file: string) => {

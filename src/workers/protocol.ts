@@ -99,7 +99,8 @@ export class Asking<Out extends { t: string }> {
         reject(new Error(`no answer to ${what} within ${timeoutMs} ms`));
       }, timeoutMs);
       this.waiting.set(id, { resolve: resolve as (value: unknown) => void, reject, timer });
-      this.channel.send({ t: 'ask', id, what } as unknown as Out);
+      // A channel already closed fails the question by its timeout, not by an 'error' event that nothing handles.
+      this.channel.send({ t: 'ask', id, what } as unknown as Out, () => undefined);
     });
   }
 
@@ -118,8 +119,8 @@ export class Asking<Out extends { t: string }> {
     Promise.resolve()
       .then(work)
       .then(
-        (value) => this.channel.send({ t: 'answer', id, value } as unknown as Out),
-        (error: Error) => this.channel.send({ t: 'answer', id, error: error.message } as unknown as Out),
+        (value) => this.channel.send({ t: 'answer', id, value } as unknown as Out, () => undefined),
+        (error: Error) => this.channel.send({ t: 'answer', id, error: error.message } as unknown as Out, () => undefined),
       )
       .catch(() => undefined); // the other end went away
   }
