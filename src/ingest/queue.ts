@@ -3,7 +3,10 @@
 // the event loop are committed in one transaction, and each request is
 // answered once that transaction has committed. A long turn does not make a
 // batch wait: it is flushed as soon as it holds batchSize events or its oldest
-// event is flushMs old.
+// event is flushMs old. A store over the network (PostgreSQL) takes several
+// batches at once: a further one starts when its events are that full or that
+// old, and never with an event of a pair that a batch in flight holds, so
+// that each pair's events still commit in the order they arrived.
 import { StoreBusyError, type ReceivedEvent, type Store } from '../store/store.ts';
 import type { EventSink, SinkState } from './sink.ts';
 
@@ -50,6 +53,8 @@ const FAILURE_MEMORY_MS = 5_000;
 interface Waiting {
   events: ReceivedEvent[];
   enqueuedAt: number;
+  /** The request's pairs, when batches run side by side. */
+  pairs: string[] | undefined;
   resolve: (result: IngestResult) => void;
   reject: (error: Error) => void;
 }
@@ -68,9 +73,16 @@ export interface QueueStats {
 
 export class IngestQueue implements EventSink {
   private waiting: Waiting[] = [];
+  /** Events queued or in flight. */
   private depth = 0;
-  private flushing = false;
+  /** Events queued and not yet in a batch. */
+  private waitingEvents = 0;
+  private inFlight = 0;
+  private readonly maxInFlight: number;
+  /** The pairs of the batches in flight. */
+  private readonly busyPairs = new Set<string>();
   private scheduled = false;
+  private dueTimer: NodeJS.Timeout | undefined;
   /** The last flush found the database locked: wait for the retry timer. */
   private locked = false;
   private closed = false;
@@ -85,7 +97,9 @@ export class IngestQueue implements EventSink {
   constructor(
     private readonly store: Store,
     private readonly options: QueueOptions,
-  ) {}
+  ) {
+    this.maxInFlight = store.batchesInFlight ?? 1;
+  }
 
   /** Queues one request's events; settles when they are committed or refused. */
   submit(events: ReceivedEvent[]): Promise<IngestResult> {
@@ -96,13 +110,15 @@ export class IngestQueue implements EventSink {
       );
     }
     const enqueuedAt = Date.now();
+    const pairs = this.maxInFlight > 1 ? events.map((e) => `${e.user}\n${e.slug}`) : undefined;
     const settled = new Promise<IngestResult>((resolve, reject) => {
-      this.waiting.push({ events, enqueuedAt, resolve, reject });
+      this.waiting.push({ events, enqueuedAt, pairs, resolve, reject });
     });
     this.depth += events.length;
-    const full = this.depth >= this.options.batchSize;
-    const old = enqueuedAt - this.waiting[0].enqueuedAt >= this.options.flushMs;
-    if ((full || old) && !this.flushing && !this.locked) void this.flush();
+    this.waitingEvents += events.length;
+    // Beside a batch in flight, a request starts a further one only if it fills it: the oldest waiting may be
+    // held behind its pair, and each new request would then start a batch of its own. The timer sees to age.
+    if (this.inFlight === 0 ? this.due() : this.waitingEvents >= this.options.batchSize) this.pump();
     else this.schedule(0);
     return settled;
   }
@@ -133,7 +149,7 @@ export class IngestQueue implements EventSink {
    * with or without traffic.
    */
   async checkWritable(): Promise<void> {
-    if (this.flushing) return;
+    if (this.inFlight > 0) return;
     try {
       await this.store.probeWritable();
       if (Date.now() - this.lastErrorAt > FAILURE_MEMORY_MS) this.lastError = undefined;
@@ -151,17 +167,52 @@ export class IngestQueue implements EventSink {
   /** Refuses new events and settles once every queued one is committed or refused. */
   close(): Promise<void> {
     this.closed = true;
-    if (this.waiting.length === 0 && !this.flushing) return Promise.resolve();
+    if (this.waiting.length === 0 && this.inFlight === 0) return Promise.resolve();
     return new Promise((resolve) => this.drained.push(resolve));
   }
 
+  /** Whether the waiting events fill a batch or the oldest has waited flushMs. */
+  private due(): boolean {
+    if (this.waiting.length === 0) return false;
+    return this.waitingEvents >= this.options.batchSize || Date.now() - this.waiting[0].enqueuedAt >= this.options.flushMs;
+  }
+
+  /**
+   * Starts what may start now: a batch whenever none is in flight, and a
+   * further one, up to the store's limit, once its events are due.
+   */
+  private pump(): void {
+    while (this.waiting.length > 0 && !this.locked && this.inFlight < this.maxInFlight) {
+      if (this.inFlight > 0 && !this.due()) {
+        this.schedule(0);
+        return;
+      }
+      const batch = this.takeBatch();
+      if (batch.length === 0) return; // every waiting request has a pair in flight: a commit brings us back
+      void this.commit(batch);
+    }
+  }
+
   private schedule(delayMs: number): void {
-    if (this.scheduled || this.flushing || this.waiting.length === 0) return;
+    if (this.waiting.length === 0 || this.inFlight >= this.maxInFlight) return;
+    if (delayMs === 0 && this.inFlight > 0) {
+      // A further batch: when the oldest waiting event is due, unless a commit comes first.
+      if (this.dueTimer === undefined) {
+        const wait = Math.max(1, this.waiting[0].enqueuedAt + this.options.flushMs - Date.now());
+        this.dueTimer = setTimeout(() => {
+          this.dueTimer = undefined;
+          this.pump();
+        }, wait);
+      }
+      return;
+    }
+    if (this.scheduled) return;
     this.scheduled = true;
     // setImmediate runs after the poll phase: what arrived in this turn is batched, and an idle server waits for nothing.
     const run = () => {
       this.scheduled = false;
-      void this.flush();
+      this.locked = false;
+      this.pump();
     };
     if (delayMs > 0) setTimeout(run, delayMs);
     else setImmediate(run);
@@ -170,22 +221,41 @@ export class IngestQueue implements EventSink {
   private takeBatch(): Waiting[] {
     let count = 0;
     let take = 0;
-    while (take < this.waiting.length) {
-      const size = this.waiting[take].events.length;
-      if (take > 0 && count + size > this.options.batchSize) break;
-      count += size;
-      take += 1;
+    if (this.maxInFlight === 1) {
+      while (take < this.waiting.length) {
+        const size = this.waiting[take].events.length;
+        if (take > 0 && count + size > this.options.batchSize) break;
+        count += size;
+        take += 1;
+      }
+      this.waitingEvents -= count;
+      return this.waiting.splice(0, take);
     }
-    return this.waiting.splice(0, take);
+    // Requests with a pair in flight, or behind one that has, wait: a pair's events keep their order.
+    const taken: Waiting[] = [];
+    const left: Waiting[] = [];
+    const blocked = new Set<string>();
+    let i = 0;
+    for (; i < this.waiting.length; i++) {
+      const waiting = this.waiting[i];
+      if (taken.length > 0 && count + waiting.events.length > this.options.batchSize) break;
+      if (waiting.pairs!.some((pair) => this.busyPairs.has(pair) || blocked.has(pair))) {
+        for (const pair of waiting.pairs!) blocked.add(pair);
+        left.push(waiting);
+      } else {
+        taken.push(waiting);
+        count += waiting.events.length;
+      }
+    }
+    for (const waiting of taken) for (const pair of waiting.pairs!) this.busyPairs.add(pair);
+    this.waiting = i < this.waiting.length ? left.concat(this.waiting.slice(i)) : left;
+    this.waitingEvents -= count;
+    return taken;
   }
 
-  private async flush(): Promise<void> {
-    // A flush that started in submit() may have left nothing for the scheduled one.
-    if (this.flushing || this.waiting.length === 0) return;
-    const batch = this.takeBatch();
+  private async commit(batch: Waiting[]): Promise<void> {
     const events = batch.length === 1 ? batch[0].events : batch.flatMap((w) => w.events);
-    this.flushing = true;
-    this.locked = false;
+    this.inFlight += 1;
     let retryInMs = 0;
     const started = process.hrtime.bigint();
     try {
@@ -212,6 +282,7 @@ export class IngestQueue implements EventSink {
       if (error instanceof StoreBusyError && Date.now() - batch[0].enqueuedAt < this.options.lockWaitMs) {
         // Locked by another writer: keep the events, in order, and try again shortly.
         this.waiting.unshift(...batch);
+        this.waitingEvents += events.length;
         this.locked = true;
         retryInMs = this.options.flushMs;
       } else {
@@ -223,9 +294,14 @@ export class IngestQueue implements EventSink {
         for (const waiting of batch) waiting.reject(reason);
       }
     } finally {
-      this.flushing = false;
+      this.inFlight -= 1;
+      if (this.maxInFlight > 1) for (const waiting of batch) for (const pair of waiting.pairs!) this.busyPairs.delete(pair);
     }
-    if (this.waiting.length > 0) this.schedule(retryInMs);
-    else for (const resolve of this.drained.splice(0)) resolve();
+    this.schedule(retryInMs);
+    if (this.waiting.length === 0 && this.inFlight === 0) {
+      clearTimeout(this.dueTimer);
+      this.dueTimer = undefined;
+      for (const resolve of this.drained.splice(0)) resolve();
+    }
   }
 }

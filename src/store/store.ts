@@ -144,6 +144,12 @@ export function rebuildStateOf(row: RebuildRow): RebuildState {
 }
 
 export interface Store {
+  /**
+   * Batches the ingest queue may have in flight at once (1 unless told). The
+   * queue keeps a pair's events out of a batch while another holds that pair,
+   * so each pair's events still commit in the order they arrived.
+   */
+  readonly batchesInFlight?: number;
   /** The rule the aggregates were computed under; undefined for a new database. */
   settings(): Awaitable<AccountingRule | undefined>;
   /** Records the rule of a new database. */
