@@ -2,14 +2,16 @@
 -- tables beside the live ones, then swapped in.
 
 -- name: createNext
+-- next_user_totals: left by a rebuild interrupted before migration 3.
 DROP TABLE IF EXISTS next_user_movies, next_user_totals, next_movie_totals;
-CREATE TABLE next_user_movies (LIKE user_movies INCLUDING ALL);
-CREATE TABLE next_user_totals (LIKE user_totals INCLUDING ALL);
-CREATE TABLE next_movie_totals (LIKE movie_totals INCLUDING ALL);
+-- LIKE copies no storage parameters: the fill factors are migration 3's.
+CREATE TABLE next_user_movies (LIKE user_movies INCLUDING ALL) WITH (fillfactor = 80);
+CREATE TABLE next_movie_totals (LIKE movie_totals INCLUDING ALL) WITH (fillfactor = 50);
 
 -- name: lastCommittedSeq
--- Run while holding the settings row: no batch is running, so every event up to here is committed.
-SELECT coalesce(max(seq), 0) AS seq FROM events;
+-- Run while holding the batches' lock alone: every batch that took numbers has committed or
+-- rolled back, so every event up to the last number taken is committed.
+SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS seq FROM event_seq;
 
 -- name: snapshotPairs
 -- Each pair's events up to $1, in the order they were applied.
@@ -24,10 +26,7 @@ INSERT INTO next_user_movies (user_id, movie_id, position, watched, events, last
 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[]);
 
 -- name: sumNextTotals
--- A user's and a movie's totals are sums over their pairs: no rule in them.
-INSERT INTO next_user_totals (user_id, watched, movies, events, last_seq, updated_at)
-SELECT user_id, sum(watched), count(*), sum(events), max(last_seq), (array_agg(updated_at ORDER BY last_seq DESC))[1]
-FROM next_user_movies GROUP BY user_id;
+-- A movie's totals are sums over its pairs: no rule in them.
 INSERT INTO next_movie_totals (movie_id, part, watched, viewers, events, last_seq, updated_at)
 SELECT movie_id, 0, sum(watched), count(*), sum(events), max(last_seq), (array_agg(updated_at ORDER BY last_seq DESC))[1]
 FROM next_user_movies GROUP BY movie_id;
@@ -48,31 +47,22 @@ WITH pairs AS (
   SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])
   ON CONFLICT (user_id, movie_id) DO UPDATE SET position = excluded.position, watched = excluded.watched,
     events = excluded.events, last_seq = excluded.last_seq, updated_at = excluded.updated_at
-), user_deltas AS (
-  INSERT INTO next_user_totals AS t (user_id, watched, movies, events, last_seq, updated_at)
-  SELECT * FROM unnest($8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[])
-  ON CONFLICT (user_id) DO UPDATE SET watched = t.watched + excluded.watched, movies = t.movies + excluded.movies,
-    events = t.events + excluded.events,
-    updated_at = CASE WHEN excluded.last_seq > t.last_seq THEN excluded.updated_at ELSE t.updated_at END,
-    last_seq = greatest(t.last_seq, excluded.last_seq)
 )
 INSERT INTO next_movie_totals AS t (movie_id, part, watched, viewers, events, last_seq, updated_at)
-SELECT m, 0, w, v, e, s, u FROM unnest($14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[]) AS d(m, w, v, e, s, u)
+SELECT m, 0, w, v, e, s, u FROM unnest($8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[]) AS d(m, w, v, e, s, u)
 ON CONFLICT (movie_id, part) DO UPDATE SET watched = t.watched + excluded.watched, viewers = t.viewers + excluded.viewers,
   events = t.events + excluded.events,
   updated_at = CASE WHEN excluded.last_seq > t.last_seq THEN excluded.updated_at ELSE t.updated_at END,
   last_seq = greatest(t.last_seq, excluded.last_seq);
 
 -- name: swap
-DROP TABLE user_movies, user_totals, movie_totals;
+DROP TABLE user_movies, movie_totals;
 ALTER TABLE next_user_movies RENAME TO user_movies;
-ALTER TABLE next_user_totals RENAME TO user_totals;
 ALTER TABLE next_movie_totals RENAME TO movie_totals;
 
 -- What a rebuild says of itself, for a server to read (queries.sql:
--- rebuildState): its start, its progress once a chunk, and its end. Not in
--- the settings row, which every batch holds FOR SHARE: rebuild_progress is
--- locked by nothing else.
+-- rebuildState): its start, its progress once a chunk, and its end, in a row
+-- that nothing else locks.
 
 -- name: startRebuild
 UPDATE rebuild_progress SET started_at = $1, done = 0, total = $2, progress_at = $1, pid = $3, host = $4 WHERE id = 1;
@@ -96,9 +86,9 @@ UPDATE rebuild_progress SET started_at = NULL, progress_at = $4
 WHERE id = 1 AND started_at = $1 AND pid = $2 AND host = $3;
 
 -- name: writeRule
--- In the swap's transaction, which holds the settings row (and so every
--- batch): the new rule, the generation, when, and the rebuild's end, in one
--- round trip.
+-- In the swap's transaction, which holds the batches' lock alone (and so
+-- every batch): the new rule, the generation, when, and the rebuild's end, in
+-- one round trip.
 WITH ended AS (
   UPDATE rebuild_progress SET started_at = NULL, done = $4, total = $4, progress_at = $3 WHERE id = 1
 )

@@ -2,7 +2,8 @@
 // stays exact under concurrency is argued in docs/postgres.md ("Why the totals
 // stay exact across servers"); in short, a batch locks its pairs in one global order, takes
 // its events' numbers while it holds them, applies the rule in JS through the
-// same tally as SQLite, and writes everything back in one statement.
+// same tally as SQLite, and writes everything back: two round trips, with
+// several batches in flight over the pool.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LRUCache } from 'lru-cache';
 import pg from 'pg';
@@ -29,8 +30,8 @@ import {
 } from './store.ts';
 
 const QUERY_NAMES = [
-  'readSettings', 'readSettingsForShare', 'writeSettings', 'knownClientIds', 'addUsers', 'userIds', 'addMovies', 'movieIds', 'addPairs',
-  'lockPairs', 'takeSeqs', 'writeBatch', 'movie', 'user', 'pair', 'userMovies', 'userId', 'topMovies', 'rebuildState',
+  'readSettings', 'writeSettings', 'nameIds', 'lockBatch', 'writeBatch', 'movie', 'user', 'pair', 'userMovies', 'userId', 'topMovies',
+  'eventsStored', 'rebuildState',
 ] as const;
 type QueryName = (typeof QUERY_NAMES)[number];
 const Q = namedQueries('postgres', QUERY_NAMES);
@@ -49,9 +50,18 @@ const CATCH_UP_UNDER_LOCK = 5_000;
 const MOVIE_PARTS = 16;
 /** A batch that meets a deadlock, a serialization failure, a lost connection or a racing id is tried this often. */
 const ATTEMPTS = 5;
-const NAME_IDS = 100_000;
+/** Names whose ids a server remembers, of each kind: more than the users a platform has playing at once. */
+const NAME_IDS = 250_000;
+/**
+ * Batches in flight at once, each on a connection of its own: a database a
+ * millisecond away then costs latency, not throughput. The pool has as many
+ * again for reads.
+ */
+const BATCHES_IN_FLIGHT = 4;
 /** Serializes migrations of servers that start at once. */
 const MIGRATION_LOCK = 7_477_001;
+/** Every batch holds it shared (watchtime_lock_batch); a rebuild takes it alone to see no batch running. */
+const BATCHES_LOCK = 7_477_002;
 
 // bigint and numeric columns as numbers: every count and time here is far below 2^53.
 const types = {
@@ -65,8 +75,8 @@ function retryable(error: unknown): boolean {
   return (
     code === '40001' || // serialization failure
     code === '40P01' || // deadlock detected
-    code === '23505' || // an id that another server stored meanwhile
-    code.startsWith('08') || // connection exception
+    code === '23505' || // an id or a pair that another batch stored meanwhile
+    (code.startsWith('08') && code !== '08P01') || // a connection exception, but not a message the server refused
     code === '57P01' || // admin shutdown
     code === 'ECONNREFUSED' ||
     code === 'ECONNRESET' ||
@@ -78,6 +88,8 @@ export class PostgresStore implements Store {
   private readonly knownUserIds = new LRUCache<string, number>({ max: NAME_IDS });
   private readonly knownMovieIds = new LRUCache<string, number>({ max: NAME_IDS });
 
+  readonly batchesInFlight = BATCHES_IN_FLIGHT;
+
   private constructor(
     private readonly pool: pg.Pool,
     readonly label: string,
@@ -88,7 +100,7 @@ export class PostgresStore implements Store {
     url: string,
     options: OpenOptions & { readonly?: boolean; connections?: number } = {},
   ): Promise<PostgresStore> {
-    const pool = new pg.Pool({ connectionString: url, max: options.connections ?? 4, types, connectionTimeoutMillis: 5_000 });
+    const pool = new pg.Pool({ connectionString: url, max: options.connections ?? 2 * BATCHES_IN_FLIGHT, types, connectionTimeoutMillis: 5_000 });
     // A connection that the database drops (a restart) must not end the process: a query in flight
     // fails with the error, and the pool makes new connections when the database is back.
     pool.on('error', () => undefined);
@@ -170,88 +182,119 @@ export class PostgresStore implements Store {
 
   private async ingestOnce(events: ReceivedEvent[]): Promise<boolean[]> {
     const duplicate = new Array<boolean>(events.length).fill(false);
-    const clientIds = events.flatMap((e) => (e.id === undefined ? [] : [e.id]));
-    const stored = clientIds.length === 0 ? new Set<string>() : new Set((await this.query<{ client_id: string }>('knownClientIds', [clientIds])).map((r) => r.client_id));
     const seen = new Set<string>();
-    const fresh: ReceivedEvent[] = [];
+    const fresh: number[] = [];
     events.forEach((event, i) => {
       if (event.id !== undefined) {
-        if (stored.has(event.id) || seen.has(event.id)) {
+        if (seen.has(event.id)) {
           duplicate[i] = true;
           return;
         }
         seen.add(event.id);
       }
-      fresh.push(event);
+      fresh.push(i);
     });
-    if (fresh.length === 0) return duplicate;
-
-    // Names get their ids outside the batch's transaction: ids never change, so there is nothing to lock.
-    const userIds = await this.ids(this.knownUserIds, fresh.map((e) => e.user), 'addUsers', 'userIds');
-    const movieIds = await this.ids(this.knownMovieIds, fresh.map((e) => e.slug), 'addMovies', 'movieIds');
-
+    const { users, movies } = await this.ids(fresh.map((i) => events[i]));
     const pairs = new Map<string, [number, number]>();
-    for (const e of fresh) {
-      const u = userIds.get(e.user)!;
-      const m = movieIds.get(e.slug)!;
+    for (const i of fresh) {
+      const u = users.get(events[i].user)!;
+      const m = movies.get(events[i].slug)!;
       pairs.set(pairKey(u, m), [u, m]);
     }
     const sorted = [...pairs.values()].sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-    const us = sorted.map((p) => p[0]);
-    const ms = sorted.map((p) => p[1]);
 
-    await this.transaction(async (client) => {
-      const rule = (await client.query<AccountingRule>(Q.readSettingsForShare)).rows[0];
-      if (rule === undefined) throw new Error('the database has no accounting settings');
-      await client.query(Q.addPairs, [us, ms]);
-      const locked = new Map<string, PairRow>();
-      for (const row of (await client.query(Q.lockPairs, [us, ms])).rows) {
-        // A placeholder (no events yet) is a new pair to the rule.
-        if (row.events > 0) locked.set(pairKey(row.userId, row.movieId), row);
+    const lock = withLiterals(Q.lockBatch, [
+      integers(sorted.map((p) => p[0])),
+      integers(sorted.map((p) => p[1])),
+      texts(fresh.flatMap((i) => (events[i].id === undefined ? [] : [events[i].id!]))),
+      String(fresh.length),
+    ]);
+
+    const client = await this.pool.connect();
+    let writing = false;
+    try {
+      const [, locked] = (await client.query(lock)) as unknown as pg.QueryResult[];
+      const batch = locked.rows[0].batch as LockedBatch;
+      const known = new Set(batch.known);
+      const stored = new Map<string, PairRow>();
+      for (const [userId, movieId, position, watched, count, lastSeq, updatedAt] of batch.pairs) {
+        stored.set(pairKey(userId, movieId), { position, watched, events: count, lastSeq, updatedAt });
       }
-      const seqs = (await client.query<{ seq: number }>(Q.takeSeqs, [fresh.length])).rows.map((r) => r.seq);
-      const tally = new Tally(rule, (u, m) => locked.get(pairKey(u, m)));
+      const tally = new Tally(batch.rule, (u, m) => stored.get(pairKey(u, m)));
       const columns = { seq: [] as number[], user: [] as number[], movie: [] as number[], at: [] as number[], receivedAt: [] as number[], id: [] as (string | null)[] };
-      fresh.forEach((e, i) => {
-        const u = userIds.get(e.user)!;
-        const m = movieIds.get(e.slug)!;
-        tally.apply(seqs[i], u, m, e.at, e.receivedAt);
-        columns.seq.push(seqs[i]);
+      fresh.forEach((i, n) => {
+        const e = events[i];
+        if (e.id !== undefined && known.has(e.id)) {
+          duplicate[i] = true;
+          return;
+        }
+        const seq = batch.seqs[n];
+        const u = users.get(e.user)!;
+        const m = movies.get(e.slug)!;
+        tally.apply(seq, u, m, e.at, e.receivedAt);
+        columns.seq.push(seq);
         columns.user.push(u);
         columns.movie.push(m);
         columns.at.push(e.at);
         columns.receivedAt.push(e.receivedAt);
         columns.id.push(e.id ?? null);
       });
-      await client.query(Q.writeBatch, [
-        columns.seq, columns.user, columns.movie, columns.at, columns.receivedAt, columns.id,
-        ...pairColumns([...tally.pairs.values()]),
-        ...deltaColumns(tally.users),
-        ...deltaColumns(tally.movies),
-        // The connection's own part: batches on other connections write other rows of a hot movie.
-        (client as unknown as { processID: number }).processID % MOVIE_PARTS,
-      ]);
-    });
-    return duplicate;
+      const written = [...tally.pairs.values()];
+      writing = true;
+      await client.query(
+        withLiterals(Q.writeBatch, [
+          ...[columns.seq, columns.user, columns.movie, columns.at, columns.receivedAt].map(integers),
+          texts(columns.id),
+          ...pairColumns(written).map(integers),
+          `'{${written.map((p) => (p.stored ? 't' : 'f')).join(',')}}'`,
+          ...deltaColumns(tally.movies).map(integers),
+          // The connection's own part: batches on other connections write other rows of a hot movie.
+          `'${(client as unknown as { processID: number }).processID % MOVIE_PARTS}'`,
+        ]),
+      );
+      client.release();
+      return duplicate;
+    } catch (error) {
+      // An error the server reports on a live connection ends the transaction uncommitted, COMMIT's own
+      // included; a lost connection (class 08, or 57P: the server shutting down) leaves it unknown.
+      // By code: the severity's words are translated (lc_messages).
+      const refused = error instanceof pg.DatabaseError && !/^(08|57P)/.test(error.code ?? '');
+      if (writing && !refused) (error as { commitUnknown?: boolean }).commitUnknown = true;
+      if (refused) await client.query('ROLLBACK').then(() => client.release(), () => client.release(true));
+      else client.release(true);
+      throw error;
+    }
   }
 
-  /** Ids of names: remembered, or read, or added then read. */
-  private async ids(known: LRUCache<string, number>, names: string[], add: QueryName, read: QueryName): Promise<Map<string, number>> {
-    const ids = new Map<string, number>();
-    const missing: string[] = [];
-    for (const name of new Set(names)) {
-      const id = known.get(name);
-      if (id === undefined) missing.push(name);
-      else ids.set(name, id);
-    }
-    if (missing.length > 0) {
-      await this.query(add, [missing]);
-      for (const row of await this.query<{ name: string; id: number }>(read, [missing])) {
-        ids.set(row.name, row.id);
-        known.set(row.name, row.id);
+  /** Ids of the events' names: remembered, or added where missing and read, in one round trip. */
+  private async ids(events: ReceivedEvent[]): Promise<{ users: Map<string, number>; movies: Map<string, number> }> {
+    const users = new Map<string, number>();
+    const movies = new Map<string, number>();
+    const missing = { users: new Set<string>(), movies: new Set<string>() };
+    for (const e of events) {
+      if (!users.has(e.user)) {
+        const id = this.knownUserIds.get(e.user);
+        if (id === undefined) missing.users.add(e.user);
+        else users.set(e.user, id);
+      }
+      if (!movies.has(e.slug)) {
+        const id = this.knownMovieIds.get(e.slug);
+        if (id === undefined) missing.movies.add(e.slug);
+        else movies.set(e.slug, id);
       }
     }
-    return ids;
+    if (missing.users.size + missing.movies.size > 0) {
+      const found = (await this.query<{ ids: { users: [string, number][]; movies: [string, number][] } }>('nameIds', [[...missing.users], [...missing.movies]]))[0].ids;
+      for (const [name, id] of found.users) {
+        users.set(name, id);
+        this.knownUserIds.set(name, id);
+      }
+      for (const [slug, id] of found.movies) {
+        movies.set(slug, id);
+        this.knownMovieIds.set(slug, id);
+      }
+    }
+    return { users, movies };
   }
 
   async movie(slug: string): Promise<MovieTotals | undefined> {
@@ -284,13 +327,13 @@ export class PostgresStore implements Store {
   /**
    * Recomputes every total from the events beside the live ones, while
    * servers go on taking events, then swaps them in:
-   * 1. for an instant, holds the settings row, which every batch holds
-   *    FOR SHARE: no batch runs, so every event up to the highest number is
-   *    committed, and every later batch takes higher numbers;
+   * 1. for an instant, holds alone the lock that every batch holds shared
+   *    (BATCHES_LOCK): no batch runs, so every event up to the last number
+   *    taken is committed, and every later batch takes higher numbers;
    * 2. builds next_* from those events, one pair at a time in number order,
    *    through advance() as live ingest does;
    * 3. catches up with the events that arrived meanwhile, in rounds;
-   * 4. holds the settings row again, catches up with the last few, and swaps
+   * 4. holds that lock again, catches up with the last few, and swaps
    *    the tables in. Readers see the old totals or the new, never a mix.
    */
   async rebuild(rule: AccountingRule, onProgress?: (progress: RebuildProgress) => void): Promise<RebuildProgress> {
@@ -369,9 +412,9 @@ export class PostgresStore implements Store {
     return rebuildStateOf((await this.query<RebuildRow>('rebuildState'))[0]);
   }
 
-  /** Holds the settings row (until the transaction ends) and gives the highest committed number. */
+  /** Holds the batches' lock alone (until the transaction ends) and gives the highest committed number. */
   private async lastCommittedSeq(client: pg.PoolClient): Promise<number> {
-    await client.query('SELECT 1 FROM settings WHERE id = 1 FOR UPDATE');
+    await client.query('SELECT pg_advisory_xact_lock($1)', [BATCHES_LOCK]);
     return (await client.query<{ seq: number }>(R.lastCommittedSeq)).rows[0].seq;
   }
 
@@ -386,13 +429,12 @@ export class PostgresStore implements Store {
     for (const row of (await client.query(R.nextPairs, [us, ms])).rows) stored.set(pairKey(row.userId, row.movieId), row);
     const tally = new Tally(rule, (u, m) => stored.get(pairKey(u, m)));
     for (const e of events) tally.apply(e.seq, e.userId, e.movieId, e.at, e.receivedAt);
-    await client.query(R.writeNext, [...pairColumns([...tally.pairs.values()]), ...deltaColumns(tally.users), ...deltaColumns(tally.movies)]);
+    await client.query(R.writeNext, [...pairColumns([...tally.pairs.values()]), ...deltaColumns(tally.movies)]);
     return events.length;
   }
 
   async eventsStored(): Promise<number> {
-    // An estimate would do for a dashboard, but the count by index-only scan stays fast enough, and exact.
-    return (await this.pool.query<{ n: number }>('SELECT count(*)::bigint AS n FROM events')).rows[0].n;
+    return (await this.query<{ n: number }>('eventsStored'))[0].n;
   }
 
   async sizeBytes(): Promise<number> {
@@ -416,15 +458,42 @@ export class PostgresStore implements Store {
 
 type PairOut = PairRow & { userId: number; movieId: number };
 
+/** What watchtime_lock_batch returns: the rule, the client ids already stored, the stored pairs, the numbers. */
+interface LockedBatch {
+  rule: AccountingRule;
+  known: string[];
+  /** [userId, movieId, position, watched, events, lastSeq, updatedAt] */
+  pairs: [number, number, number, number, number, number, number][];
+  seqs: number[];
+}
+
+/** The statements with their `$n` replaced by SQL literals: one simple query that may hold BEGIN or COMMIT. */
+function withLiterals(sql: string, literals: string[]): string {
+  return sql.replace(/\$(\d+)/g, (_, n: string) => literals[Number(n) - 1]);
+}
+
+/** Whole numbers as an array literal. */
+function integers(values: number[]): string {
+  for (const v of values) if (!Number.isSafeInteger(v)) throw new TypeError(`not a whole number: ${v}`);
+  return `'{${values.join(',')}}'`;
+}
+
+/** Strings (or nulls) as an array literal: each element quoted for the array, the whole escaped as SQL. */
+function texts(values: (string | null)[]): string {
+  // PostgreSQL's text holds no NUL, and inside a query's text it would end the message: refuse it as a parameter is refused.
+  if (values.some((v) => v?.includes('\0'))) throw Object.assign(new Error('invalid byte sequence for encoding "UTF8": 0x00'), { code: '22021' });
+  return pg.escapeLiteral(`{${values.map((v) => (v === null ? 'NULL' : `"${v.replace(/[\\"]/g, '\\$&')}"`)).join(',')}}`);
+}
+
 
 /** A batch's pairs as the column arrays that unnest takes. */
-function pairColumns(pairs: PairOut[]): unknown[] {
+function pairColumns(pairs: PairOut[]): number[][] {
   return [pairs.map((p) => p.userId), pairs.map((p) => p.movieId), pairs.map((p) => p.position), pairs.map((p) => p.watched),
     pairs.map((p) => p.events), pairs.map((p) => p.lastSeq), pairs.map((p) => p.updatedAt)];
 }
 
 /** Users' or movies' deltas as column arrays, in key order: the order their rows are locked in. */
-function deltaColumns(deltas: Map<number, TotalDelta>): unknown[] {
+function deltaColumns(deltas: Map<number, TotalDelta>): number[][] {
   const rows = [...deltas].sort((a, b) => a[0] - b[0]);
   return [rows.map(([id]) => id), rows.map(([, d]) => d.watched), rows.map(([, d]) => d.pairs),
     rows.map(([, d]) => d.events), rows.map(([, d]) => d.lastSeq), rows.map(([, d]) => d.updatedAt)];

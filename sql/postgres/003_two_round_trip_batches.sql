@@ -1,0 +1,135 @@
+-- A batch in two round trips and about four WAL records an event, down from
+-- about ten round trips and nine records (docs/postgres.md, "What a batch
+-- costs"). The accounting rule stays in JS, shared with SQLite and rebuild:
+-- these functions only lock, number and write what the server computed.
+
+-- A user's totals are the sums of the user's pairs, as on SQLite (its
+-- migration 3): the pairs sit side by side under the user's key, and a row of
+-- its own cost an upsert, two WAL records, an event.
+DROP TABLE user_totals;
+
+-- Updating a pair then changes no indexed column, so PostgreSQL writes it as a
+-- heap-only tuple beside the old one, without an index entry. A user's movies
+-- by recency are sorted at read time: a user has tens of pairs, not millions.
+-- By what it holds, not its name: a rebuild's swap (LIKE ... INCLUDING ALL)
+-- renamed it.
+DO $$
+DECLARE
+  recent text;
+BEGIN
+  FOR recent IN SELECT indexname FROM pg_indexes
+    WHERE schemaname = current_schema() AND tablename = 'user_movies' AND indexdef LIKE '%last_seq%'
+  LOOP
+    EXECUTE format('DROP INDEX %I', recent);
+  END LOOP;
+END $$;
+ALTER TABLE user_movies SET (fillfactor = 80);
+-- Placeholders that batches made to lock new pairs: batches no longer make them.
+DELETE FROM user_movies WHERE events = 0;
+ALTER TABLE movie_totals SET (fillfactor = 50);
+
+-- Events are appended in number order, near enough: a block-range index finds
+-- a rebuild's catch-up by number at a fraction of a b-tree's cost an insert
+-- (a WAL record and a page an event). The sequence hands out each number once.
+ALTER TABLE events DROP CONSTRAINT events_pkey;
+CREATE INDEX events_by_seq ON events USING brin (seq);
+
+-- Ids of names, added where missing. Outside a batch's transaction: ids never
+-- change, so servers remember them and nothing needs locking.
+CREATE FUNCTION watchtime_name_ids(user_names text[], movie_slugs text[]) RETURNS json
+LANGUAGE plpgsql AS $$
+BEGIN
+  -- In name order, so that two servers adding the same new names cannot deadlock.
+  INSERT INTO users (name) SELECT n FROM unnest(user_names) AS n ORDER BY n ON CONFLICT (name) DO NOTHING;
+  INSERT INTO movies (slug) SELECT s FROM unnest(movie_slugs) AS s ORDER BY s ON CONFLICT (slug) DO NOTHING;
+  -- A statement of its own sees the names other servers committed meanwhile.
+  RETURN json_build_object(
+    'users', (SELECT coalesce(json_agg(json_build_array(name, id)), '[]') FROM users WHERE name = ANY(user_names)),
+    'movies', (SELECT coalesce(json_agg(json_build_array(slug, id)), '[]') FROM movies WHERE slug = ANY(movie_slugs)));
+END $$;
+
+-- PL/pgSQL keeps each statement's plan for the connection. A plan made while
+-- a table was still empty (a new database) reads it whole; the next ANALYZE,
+-- which autovacuum runs within a minute of writes, has it planned again.
+
+-- The first half of a batch, in its transaction: holds the settings row FOR
+-- SHARE (a rebuild's swap waits for running batches), finds the client ids
+-- already stored, locks the batch's stored pairs in (user, movie) order and
+-- reads them, then takes the events' numbers while it holds those locks.
+-- A new pair has no row to lock: the batch inserts it at the end, and of two
+-- batches that both took a pair for new, the second fails with a unique
+-- violation and is tried again, when it finds the pair stored.
+CREATE FUNCTION watchtime_lock_batch(user_ids bigint[], movie_ids bigint[], client_ids text[], event_count integer) RETURNS json
+LANGUAGE plpgsql AS $$
+DECLARE
+  rule json;
+  known json;
+  pairs json;
+  seqs json;
+BEGIN
+  -- Held until the batch commits; a rebuild takes it alone (src/store/postgres.ts: BATCHES_LOCK).
+  PERFORM pg_advisory_xact_lock_shared(7477002);
+  SELECT json_build_object('accounting', accounting, 'maxStep', max_step) INTO rule FROM settings WHERE id = 1;
+  IF cardinality(client_ids) > 0 THEN
+    SELECT json_agg(client_id) INTO known FROM events WHERE client_id = ANY(client_ids);
+  END IF;
+  SELECT json_agg(json_build_array(user_id, movie_id, position, watched, events, last_seq, updated_at)) INTO pairs
+  FROM (
+    SELECT um.* FROM user_movies um
+    WHERE (um.user_id, um.movie_id) IN (SELECT * FROM unnest(user_ids, movie_ids))
+    ORDER BY um.user_id, um.movie_id
+    FOR UPDATE
+  ) locked;
+  SELECT json_agg(nextval('event_seq')) INTO seqs FROM generate_series(1, event_count);
+  RETURN json_build_object('rule', rule, 'known', coalesce(known, '[]'), 'pairs', coalesce(pairs, '[]'), 'seqs', coalesce(seqs, '[]'));
+END $$;
+
+-- The second half: the events, the pairs' new states and the movies' deltas.
+-- New pairs are inserted in (user, movie) order, so that two batches cannot
+-- deadlock on them (docs/postgres.md). Two batches that share a movie part
+-- (their connections' pids modulo 16 agree) may update its rows in another
+-- order if their plans differ: PostgreSQL detects that deadlock, and the
+-- batch is tried again.
+CREATE FUNCTION watchtime_write_batch(
+  event_seqs bigint[], event_users bigint[], event_movies bigint[], event_ats integer[], event_received bigint[], event_ids text[],
+  pair_users bigint[], pair_movies bigint[], pair_positions integer[], pair_watched bigint[], pair_events bigint[],
+  pair_last_seqs bigint[], pair_updated bigint[], pair_stored boolean[],
+  movie_ids bigint[], movie_watched bigint[], movie_viewers bigint[], movie_events bigint[], movie_last_seqs bigint[],
+  movie_updated bigint[], movie_part smallint
+) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO events (seq, user_id, movie_id, at, received_at, client_id)
+  SELECT * FROM unnest(event_seqs, event_users, event_movies, event_ats, event_received, event_ids);
+
+  INSERT INTO user_movies (user_id, movie_id, position, watched, events, last_seq, updated_at)
+  SELECT p.u, p.m, p.pos, p.w, p.e, p.s, p.t
+  FROM unnest(pair_users, pair_movies, pair_positions, pair_watched, pair_events, pair_last_seqs, pair_updated, pair_stored)
+    AS p(u, m, pos, w, e, s, t, st)
+  WHERE NOT p.st ORDER BY p.u, p.m;
+
+  UPDATE user_movies um SET position = p.pos, watched = p.w, events = p.e, last_seq = p.s, updated_at = p.t
+  FROM unnest(pair_users, pair_movies, pair_positions, pair_watched, pair_events, pair_last_seqs, pair_updated, pair_stored)
+    AS p(u, m, pos, w, e, s, t, st)
+  WHERE p.st AND um.user_id = p.u AND um.movie_id = p.m;
+
+  -- A movie's part is updated where it exists and inserted where not: an upsert locks each row, a WAL
+  -- record, before it updates it.
+  UPDATE movie_totals t SET watched = t.watched + d.w, viewers = t.viewers + d.v, events = t.events + d.e,
+    -- Batches of one movie on other pairs may commit out of number order: keep the latest.
+    updated_at = CASE WHEN d.s > t.last_seq THEN d.t ELSE t.updated_at END,
+    last_seq = greatest(t.last_seq, d.s)
+  FROM unnest(movie_ids, movie_watched, movie_viewers, movie_events, movie_last_seqs, movie_updated) AS d(m, w, v, e, s, t)
+  WHERE t.movie_id = d.m AND t.part = movie_part;
+
+  INSERT INTO movie_totals AS t (movie_id, part, watched, viewers, events, last_seq, updated_at)
+  SELECT d.m, movie_part, d.w, d.v, d.e, d.s, d.t
+  FROM unnest(movie_ids, movie_watched, movie_viewers, movie_events, movie_last_seqs, movie_updated) AS d(m, w, v, e, s, t)
+  WHERE NOT EXISTS (SELECT 1 FROM movie_totals x WHERE x.movie_id = d.m AND x.part = movie_part)
+  ORDER BY d.m
+  -- Another connection of the same part inserted it meanwhile.
+  ON CONFLICT (movie_id, part) DO UPDATE SET watched = t.watched + excluded.watched, viewers = t.viewers + excluded.viewers,
+    events = t.events + excluded.events,
+    updated_at = CASE WHEN excluded.last_seq > t.last_seq THEN excluded.updated_at ELSE t.updated_at END,
+    last_seq = greatest(t.last_seq, excluded.last_seq);
+END $$;
