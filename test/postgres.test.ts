@@ -10,6 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { BIN, cleanupAfter, cli, get, post, serverProcess } from './helpers.ts';
+import { delayProxy, viaProxy } from './support/delay-proxy.ts';
 import { startPostgres, type TestPostgres } from './support/postgres.ts';
 
 let postgres: TestPostgres;
@@ -28,7 +29,8 @@ async function totals(url: string) {
     const rows = async (sql: string) => (await client.query(sql)).rows;
     return {
       pairs: await rows('SELECT user_id, movie_id, position, watched, events, last_seq, updated_at FROM user_movies ORDER BY 1, 2'),
-      users: await rows('SELECT user_id, watched, movies, events, last_seq, updated_at FROM user_totals ORDER BY 1'),
+      users: await rows(`SELECT user_id, sum(watched) AS watched, count(*) AS movies, sum(events) AS events, max(last_seq) AS last_seq
+        FROM user_movies GROUP BY user_id ORDER BY 1`),
       movies: await rows(`SELECT movie_id, sum(watched) AS watched, sum(viewers) AS viewers, sum(events) AS events, max(last_seq) AS last_seq
         FROM movie_totals GROUP BY movie_id ORDER BY 1`),
     };
@@ -117,6 +119,60 @@ describe('PostgreSQL backend', () => {
     cleanup(() => other.child.kill('SIGKILL'));
     await assert.rejects(other.listening, /computed with accounting progress/, 'a server with another rule is refused');
     assert.doesNotMatch(other.stderr(), /watchtime@|:watchtime@/, 'the password is not shown');
+  });
+
+  test('with the database 1 to 7 ms away, batches run side by side and each pair\'s events are applied in the order they arrived', async (t) => {
+    const cleanup = cleanupAfter(t);
+    const db = await postgres.newDatabase();
+    // Jitter lets one connection's batch overtake another's on the way, as a real network does.
+    const proxy = await delayProxy({ host: '127.0.0.1', port: Number(new URL(db).port) }, 1, 6);
+    cleanup(() => proxy.close());
+    // --flush-ms 1: a further batch starts once its oldest event waited 1 ms.
+    const server = serverProcess(['--db', viaProxy(db, proxy), '--workers', '1', '--flush-ms', '1']);
+    cleanup(() => server.child.kill('SIGKILL'));
+    const url = await server.listening;
+
+    // Batches in flight at once: connections inside a batch's transaction, counted as often as we can.
+    const watcher = new pg.Client(db);
+    await watcher.connect();
+    cleanup(() => watcher.end());
+    let watching = true;
+    let mostAtOnce = 0;
+    const watched = (async () => {
+      while (watching) {
+        const { rows } = await watcher.query(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL AND query LIKE '%watchtime_%_batch%'",
+        );
+        mostAtOnce = Math.max(mostAtOnce, rows[0].n);
+      }
+    })();
+
+    // Each pair's heartbeats a few ms apart, each sent without waiting for the last one's answer: a
+    // pair's later heartbeats arrive while batches holding its earlier ones are in flight.
+    const PAIRS = 12;
+    const BEATS = 60;
+    const answers: Promise<{ status: number }>[] = [];
+    for (let beat = 0; beat < BEATS; beat++) {
+      for (let p = 0; p < PAIRS; p++) answers.push(post(url, { user: `viewer-${p}`, slug: 'premiere', at: beat * 10 }));
+      await sleep(2);
+    }
+    assert.deepEqual(new Set((await Promise.all(answers)).map((a) => a.status)), new Set([200]));
+    watching = false;
+    await watched;
+    t.diagnostic(`at most ${mostAtOnce} batches seen in flight at once`);
+    assert.ok(mostAtOnce >= 2, `batches in flight at once: at most ${mostAtOnce} seen`);
+
+    const client = new pg.Client(db);
+    await client.connect();
+    cleanup(() => client.end());
+    // A pair's events by their numbers: one that arrived a millisecond or more after another comes after it.
+    const { rows } = await client.query(`SELECT u.name, array_agg(e.received_at ORDER BY e.seq) AS arrivals, count(*)::int AS n
+      FROM events e JOIN users u ON u.id = e.user_id GROUP BY u.name`);
+    assert.equal(rows.length, PAIRS);
+    for (const row of rows) {
+      assert.equal(row.n, BEATS);
+      assert.deepEqual(row.arrivals, [...row.arrivals].sort((a: number, b: number) => a - b), `${row.name}'s events, by their numbers`);
+    }
   });
 
   test('three servers on one database, a server killed and the database restarted under load: exact', { timeout: 180_000 }, async (t) => {

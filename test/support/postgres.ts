@@ -17,7 +17,7 @@ export interface TestPostgres {
   destroy(): Promise<void>;
 }
 
-export async function startPostgres(): Promise<TestPostgres> {
+export async function startPostgres(options: { flags?: string[]; onLog?: (message: string) => void } = {}): Promise<TestPostgres> {
   const root = mkdtempSync(path.join(tmpdir(), 'watchtime-pg-'));
   // The server runs as the `postgres` user when we are root: it must reach and write the folder.
   chmodSync(root, 0o777);
@@ -30,7 +30,8 @@ export async function startPostgres(): Promise<TestPostgres> {
     password,
     persistent: true,
     createPostgresUser: userInfo().uid === 0,
-    onLog: () => undefined,
+    postgresFlags: options.flags ?? [],
+    onLog: options.onLog ?? (() => undefined),
     onError: () => undefined,
   });
   await server.initialise();
