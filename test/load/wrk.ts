@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { childServer } from '../helpers.ts';
+import { childrenOf, childServer } from '../helpers.ts';
 
 export const WRK_DIR = fileURLToPath(new URL('./wrk/', import.meta.url));
 
@@ -72,4 +72,25 @@ export async function wrk(url: string, script: string, scriptArgs: string[], cli
   if (!line) throw new Error(`wrk printed no result:\n${stdout}`);
   // Children ending meanwhile (a server stopped) count too: only the runs one at a time read this.
   return { ...(JSON.parse(line[1]) as Omit<WrkResult, 'cpuSeconds'>), cpuSeconds: endedChildrenCpu() - before };
+}
+
+/** CPU seconds used so far by these processes (user and system). */
+export function cpuSeconds(pids: number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return ticks / 100;
+}
+
+/** A process and its descendants (tsx runs the bare server in a child process). */
+export function processTree(root: number): number[] {
+  const tree = [root];
+  for (const pid of tree) tree.push(...childrenOf(pid));
+  return tree;
 }
