@@ -17,6 +17,10 @@ export interface TestPostgres {
   destroy(): Promise<void>;
 }
 
+/**
+ * `flags` go to the server (`-c shared_preload_libraries=pg_stat_statements`, to see where a batch's
+ * time goes, as docs/postgres.md did); `onLog` receives its log, which is dropped otherwise.
+ */
 export async function startPostgres(options: { flags?: string[]; onLog?: (message: string) => void } = {}): Promise<TestPostgres> {
   const root = mkdtempSync(path.join(tmpdir(), 'watchtime-pg-'));
   // The server runs as the `postgres` user when we are root: it must reach and write the folder.
