@@ -1,7 +1,7 @@
--- A batch in two round trips and about four WAL records an event, down from
+-- A batch in two round trips and about three WAL records an event, down from
 -- about ten round trips and nine records (docs/postgres.md, "What a batch
 -- costs"). The accounting rule stays in JS, shared with SQLite and rebuild:
--- these functions only lock, number and write what the server computed.
+-- these functions only read, number and write what the server computed.
 
 -- A user's totals are the sums of the user's pairs, as on SQLite (its
 -- migration 3): the pairs sit side by side under the user's key, and a row of
@@ -48,18 +48,18 @@ BEGIN
     'movies', (SELECT coalesce(json_agg(json_build_array(slug, id)), '[]') FROM movies WHERE slug = ANY(movie_slugs)));
 END $$;
 
+-- Bumped by a rebuild each time it takes the last number committed: a batch
+-- that took its numbers before a bump is tried again (watchtime_write_batch).
+ALTER TABLE settings ADD COLUMN fence bigint NOT NULL DEFAULT 0;
+
 -- PL/pgSQL keeps each statement's plan for the connection. A plan made while
 -- a table was still empty (a new database) reads it whole; the next ANALYZE,
 -- which autovacuum runs within a minute of writes, has it planned again.
 
--- The first half of a batch, in its transaction: holds the settings row FOR
--- SHARE (a rebuild's swap waits for running batches), finds the client ids
--- already stored, locks the batch's stored pairs in (user, movie) order and
--- reads them, then takes the events' numbers while it holds those locks.
--- A new pair has no row to lock: the batch inserts it at the end, and of two
--- batches that both took a pair for new, the second fails with a unique
--- violation and is tried again, when it finds the pair stored.
-CREATE FUNCTION watchtime_lock_batch(user_ids bigint[], movie_ids bigint[], client_ids text[], event_count integer) RETURNS json
+-- The first round trip of a batch, which locks nothing: the rule and the
+-- fence, the client ids already stored, the stored state of the batch's
+-- pairs, and then, after that read, the events' numbers.
+CREATE FUNCTION watchtime_read_batch(user_ids bigint[], movie_ids bigint[], client_ids text[], event_count integer) RETURNS json
 LANGUAGE plpgsql AS $$
 DECLARE
   rule json;
@@ -67,54 +67,67 @@ DECLARE
   pairs json;
   seqs json;
 BEGIN
-  -- Held until the batch commits; a rebuild takes it alone (src/store/postgres.ts: BATCHES_LOCK).
-  PERFORM pg_advisory_xact_lock_shared(7477002);
-  SELECT json_build_object('accounting', accounting, 'maxStep', max_step) INTO rule FROM settings WHERE id = 1;
+  SELECT json_build_object('accounting', accounting, 'maxStep', max_step, 'fence', fence) INTO rule FROM settings WHERE id = 1;
   IF cardinality(client_ids) > 0 THEN
     SELECT json_agg(client_id) INTO known FROM events WHERE client_id = ANY(client_ids);
   END IF;
-  SELECT json_agg(json_build_array(user_id, movie_id, position, watched, events, last_seq, updated_at)) INTO pairs
-  FROM (
-    SELECT um.* FROM user_movies um
-    WHERE (um.user_id, um.movie_id) IN (SELECT * FROM unnest(user_ids, movie_ids))
-    ORDER BY um.user_id, um.movie_id
-    FOR UPDATE
-  ) locked;
+  SELECT json_agg(json_build_array(um.user_id, um.movie_id, um.position, um.watched, um.events, um.last_seq, um.updated_at)) INTO pairs
+  FROM unnest(user_ids, movie_ids) AS k(u, m) JOIN user_movies um ON um.user_id = k.u AND um.movie_id = k.m;
+  -- A statement of its own, after the read: a number taken here is higher than any the pairs hold.
   SELECT json_agg(nextval('event_seq')) INTO seqs FROM generate_series(1, event_count);
   RETURN json_build_object('rule', rule, 'known', coalesce(known, '[]'), 'pairs', coalesce(pairs, '[]'), 'seqs', coalesce(seqs, '[]'));
 END $$;
 
--- The second half: the events, the pairs' new states and the movies' deltas.
--- New pairs are inserted in (user, movie) order, so that two batches cannot
--- deadlock on them (docs/postgres.md). Two batches that share a movie part
--- (their connections' pids modulo 16 agree) may update its rows in another
--- order if their plans differ: PostgreSQL detects that deadlock, and the
--- batch is tried again.
+-- The second round trip, one transaction: the events, the pairs' new states
+-- and the movies' deltas. A stored pair is written only where its last number
+-- is still the one the first round trip read, and a new pair is inserted
+-- where none exists; otherwise another batch wrote the pair meanwhile, and
+-- the whole batch fails (40001, or 23505 for a pair inserted meanwhile) and
+-- is tried again from the first round trip, with new numbers. So a pair's
+-- events are applied in the order of their numbers with no lock held between
+-- the round trips. A batch holds the batches' lock shared, which a rebuild
+-- takes alone, and fails if the fence moved since it took its numbers.
 CREATE FUNCTION watchtime_write_batch(
+  batch_fence bigint,
   event_seqs bigint[], event_users bigint[], event_movies bigint[], event_ats integer[], event_received bigint[], event_ids text[],
   pair_users bigint[], pair_movies bigint[], pair_positions integer[], pair_watched bigint[], pair_events bigint[],
-  pair_last_seqs bigint[], pair_updated bigint[], pair_stored boolean[],
+  pair_last_seqs bigint[], pair_updated bigint[], pair_read_seqs bigint[],
   movie_ids bigint[], movie_watched bigint[], movie_viewers bigint[], movie_events bigint[], movie_last_seqs bigint[],
   movie_updated bigint[], movie_part smallint
 ) RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+  written bigint;
 BEGIN
+  -- Held until commit; a rebuild takes it alone (src/store/postgres.ts: BATCHES_LOCK).
+  PERFORM pg_advisory_xact_lock_shared(7477002);
+  IF (SELECT s.fence FROM settings s WHERE s.id = 1) <> batch_fence THEN
+    RAISE EXCEPTION 'a rebuild started since the batch took its numbers' USING ERRCODE = '40001';
+  END IF;
+
   INSERT INTO events (seq, user_id, movie_id, at, received_at, client_id)
   SELECT * FROM unnest(event_seqs, event_users, event_movies, event_ats, event_received, event_ids);
 
+  -- New pairs (read as absent: no number read), in (user, movie) order so that two batches cannot deadlock here.
   INSERT INTO user_movies (user_id, movie_id, position, watched, events, last_seq, updated_at)
   SELECT p.u, p.m, p.pos, p.w, p.e, p.s, p.t
-  FROM unnest(pair_users, pair_movies, pair_positions, pair_watched, pair_events, pair_last_seqs, pair_updated, pair_stored)
-    AS p(u, m, pos, w, e, s, t, st)
-  WHERE NOT p.st ORDER BY p.u, p.m;
+  FROM unnest(pair_users, pair_movies, pair_positions, pair_watched, pair_events, pair_last_seqs, pair_updated, pair_read_seqs)
+    AS p(u, m, pos, w, e, s, t, r)
+  WHERE p.r IS NULL ORDER BY p.u, p.m;
 
   UPDATE user_movies um SET position = p.pos, watched = p.w, events = p.e, last_seq = p.s, updated_at = p.t
-  FROM unnest(pair_users, pair_movies, pair_positions, pair_watched, pair_events, pair_last_seqs, pair_updated, pair_stored)
-    AS p(u, m, pos, w, e, s, t, st)
-  WHERE p.st AND um.user_id = p.u AND um.movie_id = p.m;
+  FROM unnest(pair_users, pair_movies, pair_positions, pair_watched, pair_events, pair_last_seqs, pair_updated, pair_read_seqs)
+    AS p(u, m, pos, w, e, s, t, r)
+  WHERE p.r IS NOT NULL AND um.user_id = p.u AND um.movie_id = p.m AND um.last_seq = p.r;
+  GET DIAGNOSTICS written = ROW_COUNT;
+  IF written <> (SELECT count(r) FROM unnest(pair_read_seqs) AS r) THEN
+    RAISE EXCEPTION 'another batch wrote one of the batch''s pairs' USING ERRCODE = '40001';
+  END IF;
 
   -- A movie's part is updated where it exists and inserted where not: an upsert locks each row, a WAL
-  -- record, before it updates it.
+  -- record, before it updates it. Two batches that share a part (their connections' pids modulo 16
+  -- agree) may meet on its rows in another order if their plans differ: PostgreSQL detects that
+  -- deadlock, and the batch is tried again.
   UPDATE movie_totals t SET watched = t.watched + d.w, viewers = t.viewers + d.v, events = t.events + d.e,
     -- Batches of one movie on other pairs may commit out of number order: keep the latest.
     updated_at = CASE WHEN d.s > t.last_seq THEN d.t ELSE t.updated_at END,

@@ -11,18 +11,15 @@ ON CONFLICT (id) DO UPDATE SET accounting = excluded.accounting, max_step = excl
 -- name: nameIds
 SELECT watchtime_name_ids($1::text[], $2::text[]) AS ids;
 
--- The two round trips of a batch (migration 3 defines the functions). They
--- travel as one simple query each, statements and values together, so their
--- values are literals that src/store/postgres.ts escapes; a prepared statement
--- could not hold BEGIN or COMMIT beside the call.
+-- The two round trips of a batch (migration 3 defines the functions).
 
--- name: lockBatch
-BEGIN;
-SELECT watchtime_lock_batch($1, $2, $3, $4) AS batch;
+-- name: readBatch
+SELECT watchtime_read_batch($1::bigint[], $2::bigint[], $3::text[], $4::int) AS batch;
 
 -- name: writeBatch
-SELECT watchtime_write_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21);
-COMMIT;
+SELECT watchtime_write_batch($1::bigint, $2::bigint[], $3::bigint[], $4::bigint[], $5::int[], $6::bigint[], $7::text[],
+  $8::bigint[], $9::bigint[], $10::int[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[],
+  $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[], $22::smallint);
 
 -- name: movie
 SELECT m.slug, sum(t.watched)::bigint AS "watchTime", sum(t.viewers)::bigint AS viewers, sum(t.events)::bigint AS events,

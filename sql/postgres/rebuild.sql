@@ -9,8 +9,10 @@ CREATE TABLE next_user_movies (LIKE user_movies INCLUDING ALL) WITH (fillfactor 
 CREATE TABLE next_movie_totals (LIKE movie_totals INCLUDING ALL) WITH (fillfactor = 50);
 
 -- name: lastCommittedSeq
--- Run while holding the batches' lock alone: every batch that took numbers has committed or
--- rolled back, so every event up to the last number taken is committed.
+-- Run while holding the batches' lock alone, so no batch is writing. The fence moves, so a batch
+-- that took its numbers before now fails and takes new ones; every event up to the last number
+-- taken is therefore committed, or never will be.
+WITH moved AS (UPDATE settings SET fence = fence + 1 WHERE id = 1)
 SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS seq FROM event_seq;
 
 -- name: snapshotPairs

@@ -30,7 +30,7 @@ import {
 } from './store.ts';
 
 const QUERY_NAMES = [
-  'readSettings', 'writeSettings', 'nameIds', 'lockBatch', 'writeBatch', 'movie', 'user', 'pair', 'userMovies', 'userId', 'topMovies',
+  'readSettings', 'writeSettings', 'nameIds', 'readBatch', 'writeBatch', 'movie', 'user', 'pair', 'userMovies', 'userId', 'topMovies',
   'eventsStored', 'rebuildState',
 ] as const;
 type QueryName = (typeof QUERY_NAMES)[number];
@@ -203,18 +203,19 @@ export class PostgresStore implements Store {
     }
     const sorted = [...pairs.values()].sort((a, b) => a[0] - b[0] || a[1] - b[1]);
 
-    const lock = withLiterals(Q.lockBatch, [
-      integers(sorted.map((p) => p[0])),
-      integers(sorted.map((p) => p[1])),
-      texts(fresh.flatMap((i) => (events[i].id === undefined ? [] : [events[i].id!]))),
-      String(fresh.length),
-    ]);
+    const clientIds = fresh.flatMap((i) => (events[i].id === undefined ? [] : [events[i].id!]));
+    // PostgreSQL's text holds no NUL: refused as the database would refuse it, without a retry.
+    if (clientIds.some((id) => id.includes('\0'))) throw Object.assign(new Error('invalid byte sequence for encoding "UTF8": 0x00'), { code: '22021' });
 
     const client = await this.pool.connect();
     let writing = false;
     try {
-      const [, locked] = (await client.query(lock)) as unknown as pg.QueryResult[];
-      const batch = locked.rows[0].batch as LockedBatch;
+      const read = await client.query({
+        name: 'watchtime_read_batch',
+        text: Q.readBatch,
+        values: [integerArray(sorted.map((p) => p[0])), integerArray(sorted.map((p) => p[1])), textArray(clientIds), fresh.length],
+      });
+      const batch = read.rows[0].batch as ReadBatch;
       const known = new Set(batch.known);
       const stored = new Map<string, PairRow>();
       for (const [userId, movieId, position, watched, count, lastSeq, updatedAt] of batch.pairs) {
@@ -241,27 +242,30 @@ export class PostgresStore implements Store {
       });
       const written = [...tally.pairs.values()];
       writing = true;
-      await client.query(
-        withLiterals(Q.writeBatch, [
-          ...[columns.seq, columns.user, columns.movie, columns.at, columns.receivedAt].map(integers),
-          texts(columns.id),
-          ...pairColumns(written).map(integers),
-          `'{${written.map((p) => (p.stored ? 't' : 'f')).join(',')}}'`,
-          ...deltaColumns(tally.movies).map(integers),
+      await client.query({
+        name: 'watchtime_write_batch',
+        text: Q.writeBatch,
+        values: [
+          batch.rule.fence,
+          ...[columns.seq, columns.user, columns.movie, columns.at, columns.receivedAt].map(integerArray),
+          textArray(columns.id),
+          ...pairColumns(written).map(integerArray),
+          // The last number each stored pair held when read: written only if it still does. None for a new pair.
+          integerArray(written.map((p) => (p.stored ? stored.get(pairKey(p.userId, p.movieId))!.lastSeq : null))),
+          ...deltaColumns(tally.movies).map(integerArray),
           // The connection's own part: batches on other connections write other rows of a hot movie.
-          `'${(client as unknown as { processID: number }).processID % MOVIE_PARTS}'`,
-        ]),
-      );
+          (client as unknown as { processID: number }).processID % MOVIE_PARTS,
+        ],
+      });
       client.release();
       return duplicate;
     } catch (error) {
-      // An error the server reports on a live connection ends the transaction uncommitted, COMMIT's own
-      // included; a lost connection (class 08, or 57P: the server shutting down) leaves it unknown.
-      // By code: the severity's words are translated (lc_messages).
+      // An error the server reports on a live connection ends the transaction uncommitted (the write is one
+      // statement, its own transaction); a lost connection (class 08, or 57P: the server shutting down)
+      // leaves it unknown. By code: the severity's words are translated (lc_messages).
       const refused = error instanceof pg.DatabaseError && !/^(08|57P)/.test(error.code ?? '');
       if (writing && !refused) (error as { commitUnknown?: boolean }).commitUnknown = true;
-      if (refused) await client.query('ROLLBACK').then(() => client.release(), () => client.release(true));
-      else client.release(true);
+      client.release(refused ? undefined : true);
       throw error;
     }
   }
@@ -458,33 +462,27 @@ export class PostgresStore implements Store {
 
 type PairOut = PairRow & { userId: number; movieId: number };
 
-/** What watchtime_lock_batch returns: the rule, the client ids already stored, the stored pairs, the numbers. */
-interface LockedBatch {
-  rule: AccountingRule;
+/** What watchtime_read_batch returns: the rule and the fence, the client ids already stored, the stored pairs, the numbers. */
+interface ReadBatch {
+  rule: AccountingRule & { fence: number };
   known: string[];
   /** [userId, movieId, position, watched, events, lastSeq, updatedAt] */
   pairs: [number, number, number, number, number, number, number][];
   seqs: number[];
 }
 
-/** The statements with their `$n` replaced by SQL literals: one simple query that may hold BEGIN or COMMIT. */
-function withLiterals(sql: string, literals: string[]): string {
-  return sql.replace(/\$(\d+)/g, (_, n: string) => literals[Number(n) - 1]);
+/**
+ * Whole numbers (or nulls) as an array's text, which PostgreSQL parses as the
+ * parameter's type: pg's own conversion of an array quotes each element.
+ */
+function integerArray(values: (number | null)[]): string {
+  return `{${values.map((v) => v ?? 'NULL').join(',')}}`;
 }
 
-/** Whole numbers as an array literal. */
-function integers(values: number[]): string {
-  for (const v of values) if (!Number.isSafeInteger(v)) throw new TypeError(`not a whole number: ${v}`);
-  return `'{${values.join(',')}}'`;
+/** Strings (or nulls) as an array's text: each element quoted, with its quotes and backslashes escaped. */
+function textArray(values: (string | null)[]): string {
+  return `{${values.map((v) => (v === null ? 'NULL' : `"${v.replace(/[\\"]/g, '\\$&')}"`)).join(',')}}`;
 }
-
-/** Strings (or nulls) as an array literal: each element quoted for the array, the whole escaped as SQL. */
-function texts(values: (string | null)[]): string {
-  // PostgreSQL's text holds no NUL, and inside a query's text it would end the message: refuse it as a parameter is refused.
-  if (values.some((v) => v?.includes('\0'))) throw Object.assign(new Error('invalid byte sequence for encoding "UTF8": 0x00'), { code: '22021' });
-  return pg.escapeLiteral(`{${values.map((v) => (v === null ? 'NULL' : `"${v.replace(/[\\"]/g, '\\$&')}"`)).join(',')}}`);
-}
-
 
 /** A batch's pairs as the column arrays that unnest takes. */
 function pairColumns(pairs: PairOut[]): number[][] {
