@@ -115,6 +115,7 @@ BEGIN
     AS p(u, m, pos, w, e, s, t, r)
   WHERE p.r IS NULL ORDER BY p.u, p.m;
 
+  -- The pairs come in (user, movie) order, as the new ones are inserted.
   UPDATE user_movies um SET position = p.pos, watched = p.w, events = p.e, last_seq = p.s, updated_at = p.t
   FROM unnest(pair_users, pair_movies, pair_positions, pair_watched, pair_events, pair_last_seqs, pair_updated, pair_read_seqs)
     AS p(u, m, pos, w, e, s, t, r)
@@ -125,22 +126,24 @@ BEGIN
   END IF;
 
   -- A movie's part is updated where it exists and inserted where not: an upsert locks each row, a WAL
-  -- record, before it updates it. Two batches that share a part (their connections' pids modulo 16
-  -- agree) may meet on its rows in another order if their plans differ: PostgreSQL detects that
-  -- deadlock, and the batch is tried again.
-  UPDATE movie_totals t SET watched = t.watched + d.w, viewers = t.viewers + d.v, events = t.events + d.e,
-    -- Batches of one movie on other pairs may commit out of number order: keep the latest.
-    updated_at = CASE WHEN d.s > t.last_seq THEN d.t ELSE t.updated_at END,
-    last_seq = greatest(t.last_seq, d.s)
-  FROM unnest(movie_ids, movie_watched, movie_viewers, movie_events, movie_last_seqs, movie_updated) AS d(m, w, v, e, s, t)
-  WHERE t.movie_id = d.m AND t.part = movie_part;
-
+  -- record, before it updates it. One statement, one snapshot: a part that another batch inserts and
+  -- commits meanwhile is not updated here, so the insert meets it and adds to it (ON CONFLICT). Two
+  -- batches that share a part (their connections' pids modulo 16 agree) meet on its rows in movie
+  -- order when the plan follows the array; if not, PostgreSQL detects the deadlock and one is tried again.
+  WITH updated AS (
+    UPDATE movie_totals t SET watched = t.watched + d.w, viewers = t.viewers + d.v, events = t.events + d.e,
+      -- Batches of one movie on other pairs may commit out of number order: keep the latest.
+      updated_at = CASE WHEN d.s > t.last_seq THEN d.t ELSE t.updated_at END,
+      last_seq = greatest(t.last_seq, d.s)
+    FROM unnest(movie_ids, movie_watched, movie_viewers, movie_events, movie_last_seqs, movie_updated) AS d(m, w, v, e, s, t)
+    WHERE t.movie_id = d.m AND t.part = movie_part
+    RETURNING t.movie_id
+  )
   INSERT INTO movie_totals AS t (movie_id, part, watched, viewers, events, last_seq, updated_at)
   SELECT d.m, movie_part, d.w, d.v, d.e, d.s, d.t
   FROM unnest(movie_ids, movie_watched, movie_viewers, movie_events, movie_last_seqs, movie_updated) AS d(m, w, v, e, s, t)
-  WHERE NOT EXISTS (SELECT 1 FROM movie_totals x WHERE x.movie_id = d.m AND x.part = movie_part)
+  WHERE d.m NOT IN (SELECT movie_id FROM updated)
   ORDER BY d.m
-  -- Another connection of the same part inserted it meanwhile.
   ON CONFLICT (movie_id, part) DO UPDATE SET watched = t.watched + excluded.watched, viewers = t.viewers + excluded.viewers,
     events = t.events + excluded.events,
     updated_at = CASE WHEN excluded.last_seq > t.last_seq THEN excluded.updated_at ELSE t.updated_at END,

@@ -1,9 +1,9 @@
 // The PostgreSQL store: several stateless servers over one database. Why it
 // stays exact under concurrency is argued in docs/postgres.md ("Why the totals
-// stay exact across servers"); in short, a batch locks its pairs in one global order, takes
-// its events' numbers while it holds them, applies the rule in JS through the
-// same tally as SQLite, and writes everything back: two round trips, with
-// several batches in flight over the pool.
+// stay exact across servers"); in short, a batch reads its pairs, then takes
+// its events' numbers, applies the rule in JS through the same tally as SQLite,
+// and writes everything back only where no other batch wrote its pairs since,
+// or tries again: two round trips, with several batches in flight over the pool.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LRUCache } from 'lru-cache';
 import pg from 'pg';
@@ -48,7 +48,7 @@ const CATCH_UP_UNDER_LOCK = 5_000;
 
 /** A movie's totals are kept in this many parts (see movie_totals in the schema). */
 const MOVIE_PARTS = 16;
-/** A batch that meets a deadlock, a serialization failure, a lost connection or a racing id is tried this often. */
+/** A batch that meets another batch's write of its pairs, a deadlock, a lost connection or a racing id is tried this often. */
 const ATTEMPTS = 5;
 /** Names whose ids a server remembers, of each kind: more than the users a platform has playing at once. */
 const NAME_IDS = 250_000;
@@ -60,7 +60,7 @@ const NAME_IDS = 250_000;
 const BATCHES_IN_FLIGHT = 4;
 /** Serializes migrations of servers that start at once. */
 const MIGRATION_LOCK = 7_477_001;
-/** Every batch holds it shared (watchtime_lock_batch); a rebuild takes it alone to see no batch running. */
+/** Every batch's write holds it shared (watchtime_write_batch); a rebuild takes it alone to see no batch writing. */
 const BATCHES_LOCK = 7_477_002;
 
 // bigint and numeric columns as numbers: every count and time here is far below 2^53.
@@ -73,7 +73,7 @@ const types = {
 function retryable(error: unknown): boolean {
   const code = (error as { code?: string }).code ?? '';
   return (
-    code === '40001' || // serialization failure
+    code === '40001' || // another batch wrote a pair meanwhile, or a rebuild moved the fence
     code === '40P01' || // deadlock detected
     code === '23505' || // an id or a pair that another batch stored meanwhile
     (code.startsWith('08') && code !== '08P01') || // a connection exception, but not a message the server refused
@@ -240,7 +240,8 @@ export class PostgresStore implements Store {
         columns.receivedAt.push(e.receivedAt);
         columns.id.push(e.id ?? null);
       });
-      const written = [...tally.pairs.values()];
+      // In (user, movie) order: batches that meet on pairs meet in one order.
+      const written = [...tally.pairs.values()].sort((a, b) => a.userId - b.userId || a.movieId - b.movieId);
       writing = true;
       await client.query({
         name: 'watchtime_write_batch',
@@ -331,9 +332,10 @@ export class PostgresStore implements Store {
   /**
    * Recomputes every total from the events beside the live ones, while
    * servers go on taking events, then swaps them in:
-   * 1. for an instant, holds alone the lock that every batch holds shared
-   *    (BATCHES_LOCK): no batch runs, so every event up to the last number
-   *    taken is committed, and every later batch takes higher numbers;
+   * 1. for an instant, holds alone the lock that every batch's write holds
+   *    shared (BATCHES_LOCK) and moves the fence: no batch is writing, and a
+   *    batch that took its numbers before tries again with new ones, so every
+   *    event up to the last number taken is committed, or never will be;
    * 2. builds next_* from those events, one pair at a time in number order,
    *    through advance() as live ingest does;
    * 3. catches up with the events that arrived meanwhile, in rounds;
@@ -416,7 +418,7 @@ export class PostgresStore implements Store {
     return rebuildStateOf((await this.query<RebuildRow>('rebuildState'))[0]);
   }
 
-  /** Holds the batches' lock alone (until the transaction ends) and gives the highest committed number. */
+  /** Holds the batches' lock alone (until the transaction ends), moves the fence, and gives the highest committed number. */
   private async lastCommittedSeq(client: pg.PoolClient): Promise<number> {
     await client.query('SELECT pg_advisory_xact_lock($1)', [BATCHES_LOCK]);
     return (await client.query<{ seq: number }>(R.lastCommittedSeq)).rows[0].seq;
