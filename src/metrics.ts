@@ -41,6 +41,8 @@ export interface WriterSources {
   /** Bytes the database takes, when the store can say. */
   databaseBytes: () => Awaitable<number | undefined>;
   rebuild?: () => Awaitable<RebuildState | undefined>;
+  /** Batches tried again after another batch's write, a deadlock or a lost connection (PostgreSQL). */
+  batchRetries?: () => number;
   /** HTTP workers running, when workers serve HTTP and this process only writes. */
   workers?: () => number;
   /** Workers that died and were started again. */
@@ -298,7 +300,16 @@ class WriterMetrics {
         if (bytes !== undefined) this.set(bytes);
       },
     });
-    const { workers, workerRestarts } = sources;
+    const { workers, workerRestarts, batchRetries } = sources;
+    new client.Counter({
+      name: 'watchtime_batch_retries_total',
+      help: 'Batches tried again (PostgreSQL): another server wrote one of their pairs meanwhile, a rebuild moved the fence, a deadlock, or a lost connection. Always 0 on SQLite.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(batchRetries?.() ?? 0);
+      },
+    });
     new client.Gauge({
       name: 'watchtime_http_workers',
       help: 'Processes serving HTTP: the workers of serve --workers N, or 1 when one process serves and writes.',

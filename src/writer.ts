@@ -70,6 +70,7 @@ export async function openWriter(
       queueCapacity: config.queueSize,
       databaseBytes: () => store.sizeBytes(),
       rebuild: store.rebuildState ? () => store.rebuildState!() : undefined,
+      batchRetries: store.batchRetries ? () => store.batchRetries!() : undefined,
       workers: serving.http ? undefined : serving.workers,
       workerRestarts: serving.http ? undefined : serving.workerRestarts,
     },

@@ -104,6 +104,8 @@ describe('PostgreSQL backend', () => {
     assert.deepEqual((await get(base, '/movies')).body.items.map((m: { slug: string }) => m.slug), ['alien', 'brazil']);
     assert.equal((await get(base, '/users/zed/watch-time')).status, 404);
     assert.equal((await get(base, '/readyz')).body.status, 'ready');
+    const metrics = await fetch(`${base}/metrics`).then((r) => r.text());
+    assert.match(metrics, /^watchtime_batch_retries_total 0$/m, 'batches tried again, none here');
 
     const query = await cli(['query', 'user', 'ann', '--json', '--db', db]);
     assert.equal(query.code, 0, query.stderr);
@@ -190,6 +192,9 @@ describe('PostgreSQL backend', () => {
     const down = await get(urls[0], '/readyz');
     assert.equal(down.status, 200);
     assert.equal(down.body.status, 'degraded', 'a server whose database is down says so');
+    const read = await get(urls[0], '/users/someone/watch-time');
+    assert.equal(read.status, 503, 'a lookup while the database is away is a 503, not a fault of the server');
+    assert.equal(read.body.type, '/problems/storage-unavailable');
     await sleep(2_000);
     await postgres.start();
 

@@ -2,6 +2,7 @@
 // the log line its kind deserves, or nothing for a client that has gone.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FlushError, QueueClosedError, QueueFullError } from '../ingest/queue.ts';
+import { StoreUnavailableError } from '../store/store.ts';
 import type { EpisodeLog, Logger } from '../log.ts';
 import { ClientGoneError, discardRest } from './body.ts';
 import { HttpProblem, sendProblem, serviceUnavailable } from './problem.ts';
@@ -14,7 +15,9 @@ function toProblem(error: unknown): HttpProblem {
   if (error instanceof HttpProblem) return error;
   if (error instanceof QueueFullError) return serviceUnavailable('queue-full', 'Ingest queue full', error.message);
   if (error instanceof QueueClosedError) return serviceUnavailable('shutting-down', 'Shutting down', error.message);
-  if (error instanceof FlushError) return serviceUnavailable('storage-unavailable', 'Storage unavailable', error.message);
+  if (error instanceof FlushError || error instanceof StoreUnavailableError) {
+    return serviceUnavailable('storage-unavailable', 'Storage unavailable', error.message);
+  }
   return new HttpProblem(500, 'internal', 'Internal error', 'the server failed to answer; see its log');
 }
 

@@ -23,7 +23,7 @@ export const PROBLEM_TYPES: Record<string, { status: number; title: string; expl
   'queue-full': { status: 503, title: 'Ingest queue full', explanation: 'The server holds as many events as it may; retry after `Retry-After` seconds. Nothing of the request was stored.' },
   'busy-reading': { status: 503, title: 'Busy reading other bodies', explanation: 'The request bodies the server is reading at once hold as many bytes as it allows (`--body-memory`); retry after `Retry-After` seconds. Nothing of the request was read or stored.' },
   'shutting-down': { status: 503, title: 'Shutting down', explanation: 'The server is stopping; retry on another server or later.' },
-  'storage-unavailable': { status: 503, title: 'Storage unavailable', explanation: 'The events could not be committed (a full disk, a database that is away). Retry with the same ids: nothing is counted twice.' },
+  'storage-unavailable': { status: 503, title: 'Storage unavailable', explanation: 'The events could not be committed (a full disk, a database that is away), or a lookup could not reach a database that is away (PostgreSQL). Retry with the same ids: nothing is counted twice.' },
   'not-ready': { status: 503, title: 'Not ready', explanation: '/readyz: this server should get no traffic now: it is draining before it stops, shutting down, or its ingest queue is full. The answer says which. A database that cannot be written is not a reason (the answer is 200 `degraded`): every server would say the same.' },
   internal: { status: 500, title: 'Internal error', explanation: 'The server failed to answer; its log has the request id and the stack.' },
 };
@@ -135,7 +135,7 @@ function lookup(operationId: string, summary: string, parameters: object[], sche
     parameters,
     responses: {
       200: json(schema, example, summary),
-      ...problems('invalid-request', 'unauthorized', 'not-found', 'internal'),
+      ...problems('invalid-request', 'unauthorized', 'not-found', 'storage-unavailable', 'internal'),
     },
     ...extra,
   };

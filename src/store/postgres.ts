@@ -15,6 +15,7 @@ import {
   processHost,
   rebuildStateOf,
   StoreBusyError,
+  StoreUnavailableError,
   type MigrationStep,
   type MovieTotals,
   type OpenOptions,
@@ -69,13 +70,10 @@ const types = {
     oid === 20 || oid === 1700 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text'),
 };
 
-/** A PostgreSQL error code worth a new attempt of the whole batch. */
-function retryable(error: unknown): boolean {
+/** The database is away: a connection refused, lost or timed out, or the server shutting down. */
+function unreachable(error: unknown): boolean {
   const code = (error as { code?: string }).code ?? '';
   return (
-    code === '40001' || // another batch wrote a pair meanwhile, or a rebuild moved the fence
-    code === '40P01' || // deadlock detected
-    code === '23505' || // an id or a pair that another batch stored meanwhile
     (code.startsWith('08') && code !== '08P01') || // a connection exception, but not a message the server refused
     code === '57P01' || // admin shutdown
     code === 'ECONNREFUSED' ||
@@ -84,11 +82,23 @@ function retryable(error: unknown): boolean {
   );
 }
 
+/** A PostgreSQL error code worth a new attempt of the whole batch. */
+function retryable(error: unknown): boolean {
+  const code = (error as { code?: string }).code ?? '';
+  return (
+    code === '40001' || // another batch wrote a pair meanwhile, or a rebuild moved the fence
+    code === '40P01' || // deadlock detected
+    code === '23505' || // an id or a pair that another batch stored meanwhile
+    unreachable(error)
+  );
+}
+
 export class PostgresStore implements Store {
   private readonly knownUserIds = new LRUCache<string, number>({ max: NAME_IDS });
   private readonly knownMovieIds = new LRUCache<string, number>({ max: NAME_IDS });
 
   readonly batchesInFlight = BATCHES_IN_FLIGHT;
+  private retries = 0;
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -160,6 +170,16 @@ export class PostgresStore implements Store {
     return (await this.pool.query<R>(Q[name], params)).rows;
   }
 
+  /** A lookup's rows; a database that is away is a 503 to the client, not a fault of the server. */
+  private async read<R extends pg.QueryResultRow>(name: QueryName, params: unknown[]): Promise<R[]> {
+    try {
+      return await this.query<R>(name, params);
+    } catch (error) {
+      if (unreachable(error)) throw new StoreUnavailableError(`the database cannot be reached: ${(error as Error).message}`);
+      throw error;
+    }
+  }
+
   async settings(): Promise<AccountingRule | undefined> {
     return (await this.query<AccountingRule>('readSettings'))[0];
   }
@@ -175,6 +195,7 @@ export class PostgresStore implements Store {
       } catch (error) {
         const unknown = (error as { commitUnknown?: boolean }).commitUnknown;
         if (unknown || attempt >= ATTEMPTS || !retryable(error)) throw error;
+        this.retries += 1;
         await sleep(attempt * 20 * Math.random());
       }
     }
@@ -302,6 +323,10 @@ export class PostgresStore implements Store {
     return { users, movies };
   }
 
+  batchRetries(): number {
+    return this.retries;
+  }
+
   async movie(slug: string): Promise<MovieTotals | undefined> {
     return this.one<MovieTotals>('movie', [slug]);
   }
@@ -315,18 +340,18 @@ export class PostgresStore implements Store {
   }
 
   private async one<T extends { updatedAt: string }>(name: QueryName, params: string[]): Promise<T | undefined> {
-    const row = (await this.query<Row<T>>(name, params))[0];
+    const row = (await this.read<Row<T>>(name, params))[0];
     return row && withIsoTime(row);
   }
 
   async userMovies(user: string, limit: number, offset: number): Promise<Page<UserMovie> | undefined> {
-    const id = (await this.query<{ id: number }>('userId', [user]))[0]?.id;
+    const id = (await this.read<{ id: number }>('userId', [user]))[0]?.id;
     if (id === undefined) return undefined;
-    return page(await this.query<Row<UserMovie>>('userMovies', [id, limit + 1, offset]), limit);
+    return page(await this.read<Row<UserMovie>>('userMovies', [id, limit + 1, offset]), limit);
   }
 
   async topMovies(limit: number, offset: number): Promise<Page<MovieTotals>> {
-    return page(await this.query<Row<MovieTotals>>('topMovies', [limit + 1, offset]), limit);
+    return page(await this.read<Row<MovieTotals>>('topMovies', [limit + 1, offset]), limit);
   }
 
   /**

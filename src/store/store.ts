@@ -19,6 +19,9 @@ export const nothingFor = {
 /** Another connection (a rebuild) holds the write lock; trying again later may work. */
 export class StoreBusyError extends Error {}
 
+/** The database cannot be reached (a networked one that is away); trying again later may work. */
+export class StoreUnavailableError extends Error {}
+
 export interface ReceivedEvent extends WatchEvent {
   /** When the server received the request, in milliseconds since the epoch. */
   receivedAt: number;
@@ -178,6 +181,8 @@ export interface Store {
    * in one row: cheap enough for every scrape of /metrics.
    */
   rebuildState?(): Awaitable<RebuildState>;
+  /** Batches tried again, all time, after meeting another batch's write, a deadlock or a lost connection (PostgreSQL). */
+  batchRetries?(): number;
   /** Folds a write-ahead log back into the database, where there is one to fold (SQLite). */
   checkpoint?(): void;
   close(): Awaitable<void>;
