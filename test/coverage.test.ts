@@ -1,8 +1,10 @@
 // The interval arithmetic of SPEC section 7 (src/analytics/coverage.ts)
-// against brute force: a set of seconds per pair, and a count per second.
+// against brute force: a set of seconds per pair, and a count per second;
+// and the time series' UTC buckets (src/analytics/buckets.ts).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
+import { bucketStart, bucketStarts, MAX_BUCKETS, type RangeProblem } from '../src/analytics/buckets.ts';
 import { cover, coveredBy, coveredSeconds, Retention, samplePoints, type Coverage } from '../src/analytics/coverage.ts';
 
 const interval = fc.tuple(fc.integer({ min: 0, max: 120 }), fc.integer({ min: 0, max: 120 }));
@@ -70,5 +72,36 @@ describe('coverage', () => {
     assert.deepEqual(samplePoints(10, 4), [0, 2, 5, 7]);
     assert.deepEqual(samplePoints(3, 5), [0, 0, 1, 1, 2]);
     assert.deepEqual(samplePoints(7200, 1), [0]);
+  });
+});
+
+describe('time-series buckets', () => {
+  const at = (iso: string) => Date.parse(iso);
+
+  test('a bucket is its UTC minute, hour or day', () => {
+    assert.equal(bucketStart(at('2026-03-29T01:30:59.999Z'), 'minute'), at('2026-03-29T01:30:00Z'));
+    assert.equal(bucketStart(at('2026-03-29T01:30:59.999Z'), 'hour'), at('2026-03-29T01:00:00Z'));
+    // The night clocks move in Europe: a UTC day is still 24 hours.
+    assert.equal(bucketStart(at('2026-03-29T23:59:59Z'), 'day'), at('2026-03-29T00:00:00Z'));
+    assert.equal(bucketStart(at('1969-12-31T23:59:00Z'), 'day'), at('1969-12-31T00:00:00Z'), 'before the epoch too');
+  });
+
+  test('by default the last 48 buckets, the current one included', () => {
+    const { from, to, starts } = bucketStarts('hour', {}, at('2026-11-30T09:25:00Z'));
+    assert.equal(to, at('2026-11-30T10:00:00Z'));
+    assert.equal(from, at('2026-11-28T10:00:00Z'));
+    assert.equal(starts.length, 48);
+    assert.equal(starts.at(-1), at('2026-11-30T09:00:00Z'));
+  });
+
+  test('[from, to) from the bucket holding from; a bad or too large range names the parameter and the limit', () => {
+    const { starts } = bucketStarts('day', { from: at('2026-11-01T12:00:00Z'), to: at('2026-11-03T00:00:01Z') }, 0);
+    assert.deepEqual(starts, [at('2026-11-01T00:00:00Z'), at('2026-11-02T00:00:00Z'), at('2026-11-03T00:00:00Z')]);
+    assert.throws(() => bucketStarts('hour', { from: at('2026-11-02T00:00:00Z'), to: at('2026-11-01T00:00:00Z') }, 0), (e: RangeProblem) => e.parameter === 'to');
+    assert.throws(
+      () => bucketStarts('minute', { from: 0, to: (MAX_BUCKETS + 1) * 60_000 }, 0),
+      (e: RangeProblem) => e.parameter === 'to' && e.message.includes(`at most ${MAX_BUCKETS}`),
+    );
+    assert.equal(bucketStarts('minute', { from: 0, to: MAX_BUCKETS * 60_000 }, 0).starts.length, MAX_BUCKETS);
   });
 });
