@@ -104,8 +104,14 @@ describe('PostgreSQL backend', () => {
     assert.deepEqual((await get(base, '/movies')).body.items.map((m: { slug: string }) => m.slug), ['alien', 'brazil']);
     assert.equal((await get(base, '/users/zed/watch-time')).status, 404);
     assert.equal((await get(base, '/readyz')).body.status, 'ready');
+    // PostgreSQL's text holds no NUL: refused at once, as a failed batch, and not tried again.
+    const nul = await post(base, { user: 'ann', slug: 'alien', at: 200, id: 'e\u0000x' });
+    assert.equal(nul.status, 503);
+    assert.equal(nul.body.type, '/problems/storage-unavailable');
+    assert.match(nul.body.detail, /0x00/);
+    assert.equal((await get(base, '/users/ann/movies/alien/latest-moment')).body.latestMoment, 120, 'nothing of it stored');
     const metrics = await fetch(`${base}/metrics`).then((r) => r.text());
-    assert.match(metrics, /^watchtime_batch_retries_total 0$/m, 'batches tried again, none here');
+    assert.match(metrics, /^watchtime_batch_retries_total 0$/m, 'batches tried again, none here: not even the one with a NUL');
 
     const query = await cli(['query', 'user', 'ann', '--json', '--db', db]);
     assert.equal(query.code, 0, query.stderr);

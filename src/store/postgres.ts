@@ -216,17 +216,14 @@ export class PostgresStore implements Store {
       fresh.push(i);
     });
     const { users, movies } = await this.ids(fresh.map((i) => events[i]));
+    // Each fresh event's ids, by its place in `fresh`.
+    const userOf = fresh.map((i) => users.get(events[i].user)!);
+    const movieOf = fresh.map((i) => movies.get(events[i].slug)!);
     const pairs = new Map<string, [number, number]>();
-    for (const i of fresh) {
-      const u = users.get(events[i].user)!;
-      const m = movies.get(events[i].slug)!;
-      pairs.set(pairKey(u, m), [u, m]);
-    }
+    fresh.forEach((_, n) => pairs.set(pairKey(userOf[n], movieOf[n]), [userOf[n], movieOf[n]]));
     const sorted = [...pairs.values()].sort((a, b) => a[0] - b[0] || a[1] - b[1]);
 
     const clientIds = fresh.flatMap((i) => (events[i].id === undefined ? [] : [events[i].id!]));
-    // PostgreSQL's text holds no NUL: refused as the database would refuse it, without a retry.
-    if (clientIds.some((id) => id.includes('\0'))) throw Object.assign(new Error('invalid byte sequence for encoding "UTF8": 0x00'), { code: '22021' });
 
     const client = await this.pool.connect();
     let writing = false;
@@ -251,12 +248,10 @@ export class PostgresStore implements Store {
           return;
         }
         const seq = batch.seqs[n];
-        const u = users.get(e.user)!;
-        const m = movies.get(e.slug)!;
-        tally.apply(seq, u, m, e.at, e.receivedAt);
+        tally.apply(seq, userOf[n], movieOf[n], e.at, e.receivedAt);
         columns.seq.push(seq);
-        columns.user.push(u);
-        columns.movie.push(m);
+        columns.user.push(userOf[n]);
+        columns.movie.push(movieOf[n]);
         columns.at.push(e.at);
         columns.receivedAt.push(e.receivedAt);
         columns.id.push(e.id ?? null);
@@ -298,27 +293,13 @@ export class PostgresStore implements Store {
     const movies = new Map<string, number>();
     const missing = { users: new Set<string>(), movies: new Set<string>() };
     for (const e of events) {
-      if (!users.has(e.user)) {
-        const id = this.knownUserIds.get(e.user);
-        if (id === undefined) missing.users.add(e.user);
-        else users.set(e.user, id);
-      }
-      if (!movies.has(e.slug)) {
-        const id = this.knownMovieIds.get(e.slug);
-        if (id === undefined) missing.movies.add(e.slug);
-        else movies.set(e.slug, id);
-      }
+      recall(this.knownUserIds, e.user, users, missing.users);
+      recall(this.knownMovieIds, e.slug, movies, missing.movies);
     }
     if (missing.users.size + missing.movies.size > 0) {
       const found = (await this.query<{ ids: { users: [string, number][]; movies: [string, number][] } }>('nameIds', [[...missing.users], [...missing.movies]]))[0].ids;
-      for (const [name, id] of found.users) {
-        users.set(name, id);
-        this.knownUserIds.set(name, id);
-      }
-      for (const [slug, id] of found.movies) {
-        movies.set(slug, id);
-        this.knownMovieIds.set(slug, id);
-      }
+      learn(this.knownUserIds, found.users, users);
+      learn(this.knownMovieIds, found.movies, movies);
     }
     return { users, movies };
   }
@@ -488,6 +469,22 @@ export class PostgresStore implements Store {
 }
 
 type PairOut = PairRow & { userId: number; movieId: number };
+
+/** A name's id into `ids` from what the server remembers, or the name into `missing`. */
+function recall(known: LRUCache<string, number>, name: string, ids: Map<string, number>, missing: Set<string>): void {
+  if (ids.has(name)) return;
+  const id = known.get(name);
+  if (id === undefined) missing.add(name);
+  else ids.set(name, id);
+}
+
+/** Ids the database gave, into `ids` and remembered. */
+function learn(known: LRUCache<string, number>, found: [string, number][], ids: Map<string, number>): void {
+  for (const [name, id] of found) {
+    ids.set(name, id);
+    known.set(name, id);
+  }
+}
 
 /** What watchtime_read_batch returns: the rule and the fence, the client ids already stored, the stored pairs, the numbers. */
 interface ReadBatch {
