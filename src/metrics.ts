@@ -179,6 +179,19 @@ export class Metrics {
   }
 }
 
+/** A counter that another part keeps: read at each scrape. */
+function countedAtScrape(name: string, help: string, read: () => number, registers: client.Registry[]): void {
+  new client.Counter({
+    name,
+    help,
+    registers,
+    collect() {
+      this.reset();
+      this.inc(read());
+    },
+  });
+}
+
 /**
  * How a process metric of several processes reads as the service's, where a
  * sum would mislead: its start is the first process's, its file limit each
@@ -301,15 +314,6 @@ class WriterMetrics {
       },
     });
     const { workers, workerRestarts, batchRetries } = sources;
-    new client.Counter({
-      name: 'watchtime_batch_retries_total',
-      help: 'Batches tried again (PostgreSQL): another server wrote one of their pairs meanwhile, a rebuild moved the fence, a deadlock, or a lost connection. Always 0 on SQLite.',
-      registers,
-      collect() {
-        this.reset();
-        this.inc(batchRetries?.() ?? 0);
-      },
-    });
     new client.Gauge({
       name: 'watchtime_http_workers',
       help: 'Processes serving HTTP: the workers of serve --workers N, or 1 when one process serves and writes.',
@@ -318,15 +322,18 @@ class WriterMetrics {
         this.set(workers?.() ?? 1);
       },
     });
-    new client.Counter({
-      name: 'watchtime_http_worker_restarts_total',
-      help: 'HTTP workers that died (a crash, a kill) and were started again; their open requests got no answer.',
+    countedAtScrape(
+      'watchtime_http_worker_restarts_total',
+      'HTTP workers that died (a crash, a kill) and were started again; their open requests got no answer.',
+      () => workerRestarts?.() ?? 0,
       registers,
-      collect() {
-        this.reset();
-        this.inc(workerRestarts?.() ?? 0);
-      },
-    });
+    );
+    countedAtScrape(
+      'watchtime_batch_retries_total',
+      'Batches tried again (PostgreSQL): another server wrote one of their pairs meanwhile, a rebuild moved the fence, a deadlock, or a lost connection. Always 0 on SQLite.',
+      () => batchRetries?.() ?? 0,
+      registers,
+    );
   }
 
   flushed(events: number, duplicates: number, seconds: number, syncSeconds: number): void {
