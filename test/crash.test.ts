@@ -2,19 +2,18 @@
 // totals equal a rebuild from the events, and retries count nothing twice.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
-import { BIN, childrenOf, cleanupAfter, cli, freePort, serverProcess, snapshot, tempDir } from './helpers.ts';
+import { BIN, childrenOf, cleanupAfter, cli, freePort, procStat, serverProcess, snapshot, tempDir } from './helpers.ts';
 
 const KILLS = Number(process.env.CRASH_KILLS ?? 3);
 
 /** Whether a process runs: not gone, and not a zombie that nobody has reaped yet. */
 const alive = (pid: number) => {
   try {
-    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1][0] !== 'Z';
+    return procStat(pid)[0] !== 'Z';
   } catch {
     return false;
   }

@@ -175,13 +175,22 @@ export function schemaOneDatabase(file: string, extra = ''): void {
   old.close();
 }
 
+/**
+ * The fields of /proc/PID/stat after the command's name: [0] the state, [1]
+ * the parent, [11] and [12] its own CPU ticks (user, system), [13] and [14]
+ * those of its children that ended and were waited for. Throws once it is gone.
+ */
+export function procStat(pid: number | string): string[] {
+  return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+}
+
 /** The children of a process: a server's HTTP workers (serve --workers). */
 export function childrenOf(pid: number): number[] {
   return readdirSync('/proc')
     .filter((name) => /^\d+$/.test(name))
     .filter((name) => {
       try {
-        return Number(readFileSync(`/proc/${name}/stat`, 'utf8').split(') ')[1].split(' ')[1]) === pid;
+        return Number(procStat(name)[1]) === pid;
       } catch {
         return false; // gone meanwhile
       }

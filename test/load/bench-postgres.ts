@@ -11,10 +11,10 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
-import { serverProcess } from '../helpers.ts';
+import { procStat, serverProcess } from '../helpers.ts';
 import { delayProxy, viaProxy } from '../support/delay-proxy.ts';
 import { startPostgres } from '../support/postgres.ts';
-import { cpuSeconds, processTree, wrk } from './wrk.ts';
+import { cpuSeconds, endedChildrenCpu, processTree, wrk } from './wrk.ts';
 
 export interface PostgresBenchOptions {
   /** A folder for the SQLite mode's database. */
@@ -48,7 +48,6 @@ const isPostgres = (pid: number | string) => {
     return false; // gone meanwhile
   }
 };
-const statFields = (pid: number) => readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
 
 /** CPU seconds of PostgreSQL so far: its live processes, and those that ended, from the postmaster's reaped time. */
 function postgresCpu(): number {
@@ -56,9 +55,8 @@ function postgresCpu(): number {
   let reaped = 0;
   for (const pid of pids) {
     try {
-      const fields = statFields(pid);
       // The postmaster: the one whose parent is not PostgreSQL.
-      if (!isPostgres(fields[1])) reaped += (Number(fields[13]) + Number(fields[14])) / 100;
+      if (!isPostgres(procStat(pid)[1])) reaped += endedChildrenCpu(pid);
     } catch {
       // gone meanwhile
     }

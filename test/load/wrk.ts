@@ -3,11 +3,10 @@
 // than how it shares the cores with the load tool. Unpinned, server and wrk
 // share every core, as on a real machine, for servers of several processes.
 import { execFile, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { childrenOf, childServer } from '../helpers.ts';
+import { childrenOf, childServer, procStat } from '../helpers.ts';
 
 export const WRK_DIR = fileURLToPath(new URL('./wrk/', import.meta.url));
 
@@ -53,9 +52,9 @@ export interface WrkResult {
   cpuSeconds: number;
 }
 
-/** CPU seconds of this process's children that have ended and been waited for (cutime and cstime). */
-function endedChildrenCpu(): number {
-  const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ');
+/** CPU seconds of a process's children (by default this one's) that have ended and been waited for (cutime and cstime). */
+export function endedChildrenCpu(pid: number | 'self' = 'self'): number {
+  const fields = procStat(pid);
   return (Number(fields[13]) + Number(fields[14])) / 100;
 }
 
@@ -79,7 +78,7 @@ export function cpuSeconds(pids: number[]): number {
   let ticks = 0;
   for (const pid of pids) {
     try {
-      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      const fields = procStat(pid);
       ticks += Number(fields[11]) + Number(fields[12]);
     } catch {
       // gone meanwhile
