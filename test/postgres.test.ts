@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
+import { migrations } from '../src/store/sql-files.ts';
 import { BIN, cleanupAfter, cli, get, post, serverProcess } from './helpers.ts';
 import { delayProxy, viaProxy } from './support/delay-proxy.ts';
 import { startPostgres, type TestPostgres } from './support/postgres.ts';
@@ -222,6 +223,55 @@ describe('PostgreSQL backend', () => {
     assert.deepEqual(after.users, live.users);
     assert.deepEqual(after.movies, live.movies);
     t.diagnostic(out.split('\n').filter((l) => /^sent|^verify/.test(l)).join('; '));
+  });
+
+  test('a database of migrations 1 and 2, swapped once by a rebuild of that version, upgrades to 3 as the server starts', async (t) => {
+    const cleanup = cleanupAfter(t);
+    const db = await postgres.newDatabase();
+    const client = new pg.Client(db);
+    await client.connect();
+    cleanup(() => client.end());
+    await client.query('CREATE TABLE schema_migrations (version integer PRIMARY KEY)');
+    for (const step of migrations('postgres').filter((m) => m.version <= 2)) {
+      await client.query(step.sql);
+      await client.query('INSERT INTO schema_migrations (version) VALUES ($1)', [step.version]);
+    }
+    // What batches of that version left: ann watched 60 s of alien in two events; bob's pair only a placeholder.
+    await client.query(`INSERT INTO settings (id, accounting, max_step) VALUES (1, 'progress', 120);
+      INSERT INTO users (name) VALUES ('ann'), ('bob'); INSERT INTO movies (slug) VALUES ('alien');
+      INSERT INTO events VALUES (1, 1, 1, 30, 1000, 'a1'), (2, 1, 1, 60, 2000, 'a2');
+      SELECT setval('event_seq', 2);
+      INSERT INTO user_movies VALUES (1, 1, 60, 60, 2, 2, 2000), (2, 1, 0, 0, 0, 0, 0);
+      INSERT INTO user_totals VALUES (1, 60, 1, 2, 2, 2000);
+      INSERT INTO movie_totals VALUES (1, 3, 60, 1, 2, 2, 2000);`);
+    // That version's rebuild swapped in copies (LIKE ... INCLUDING ALL), whose indexes have other names.
+    await client.query(`CREATE TABLE next_user_movies (LIKE user_movies INCLUDING ALL);
+      CREATE TABLE next_user_totals (LIKE user_totals INCLUDING ALL);
+      CREATE TABLE next_movie_totals (LIKE movie_totals INCLUDING ALL);
+      INSERT INTO next_user_movies SELECT * FROM user_movies; INSERT INTO next_user_totals SELECT * FROM user_totals;
+      INSERT INTO next_movie_totals SELECT * FROM movie_totals;
+      DROP TABLE user_movies, user_totals, movie_totals;
+      ALTER TABLE next_user_movies RENAME TO user_movies; ALTER TABLE next_user_totals RENAME TO user_totals;
+      ALTER TABLE next_movie_totals RENAME TO movie_totals;`);
+
+    const server = serverProcess(['--db', db]);
+    cleanup(() => server.child.kill('SIGKILL'));
+    const base = await server.listening;
+    assert.match(server.stderr(), /migration 3/);
+    const user = (await get(base, '/users/ann/watch-time')).body;
+    assert.deepEqual([user.watchTime, user.movies, user.events], [60, 1, 2], "a user's totals, now summed from its pairs");
+    assert.equal((await get(base, '/users/bob/watch-time')).status, 404, 'the placeholder is gone');
+    assert.deepEqual((await post(base, [{ user: 'ann', slug: 'alien', at: 90, id: 'a3' }, { user: 'ann', slug: 'alien', at: 60, id: 'a2' }])).body, {
+      accepted: 1,
+      duplicates: 1,
+    });
+    assert.equal((await get(base, '/movies/alien/watch-time')).body.watchTime, 90);
+    const indexes = (await client.query("SELECT indexdef FROM pg_indexes WHERE tablename = 'user_movies'")).rows.map((r) => r.indexdef);
+    assert.ok(!indexes.some((d: string) => d.includes('last_seq')), `no index on last_seq is left: ${indexes.join('; ')}`);
+    const live = await totals(db);
+    const rebuilt = await cli(['rebuild', '--db', db]);
+    assert.equal(rebuilt.code, 0, rebuilt.stderr);
+    assert.deepEqual(await totals(db), live, 'a rebuild after the upgrade gives the same totals');
   });
 
   test('rebuild runs online: servers keep taking events, none waits a second, and the swap equals a rebuild at rest', { timeout: 120_000 }, async (t) => {
