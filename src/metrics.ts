@@ -43,6 +43,10 @@ export interface WriterSources {
   rebuild?: () => Awaitable<RebuildState | undefined>;
   /** Batches tried again after another batch's write, a deadlock or a lost connection (PostgreSQL). */
   batchRetries?: () => number;
+  /** Where the analytics follower is (SPEC section 7), read from the database. */
+  analytics?: () => Awaitable<{ asOf: number; lagEvents: number }>;
+  /** Events this process's follower applied, all time. */
+  analyticsApplied?: () => number;
   /** HTTP workers running, when workers serve HTTP and this process only writes. */
   workers?: () => number;
   /** Workers that died and were started again. */
@@ -313,7 +317,22 @@ class WriterMetrics {
         if (bytes !== undefined) this.set(bytes);
       },
     });
-    const { workers, workerRestarts, batchRetries } = sources;
+    const { workers, workerRestarts, batchRetries, analytics, analyticsApplied } = sources;
+    new client.Gauge({
+      name: 'watchtime_analytics_lag_events',
+      help: 'Events stored that the analytics (stats, retention, time series, viewers now) do not include yet.',
+      registers,
+      async collect() {
+        const progress = await Promise.resolve(analytics?.()).catch(() => undefined);
+        if (progress) this.set(progress.lagEvents);
+      },
+    });
+    countedAtScrape(
+      'watchtime_analytics_events_total',
+      "Events this process's analytics follower applied (on PostgreSQL, one server's follower works at a time).",
+      () => analyticsApplied?.() ?? 0,
+      registers,
+    );
     new client.Gauge({
       name: 'watchtime_http_workers',
       help: 'Processes serving HTTP: the workers of serve --workers N, or 1 when one process serves and writes.',

@@ -2,6 +2,7 @@
 // The one-process server holds one; with workers, the primary process does.
 import { describeRule, resolveRule, sameRule, SettingsMismatchError } from './accounting.ts';
 import type { ServerConfig } from './config.ts';
+import { Follower } from './analytics/follower.ts';
 import { IngestQueue } from './ingest/queue.ts';
 import { droppedLogLines, type Logger } from './log.ts';
 import { Metrics } from './metrics.ts';
@@ -71,13 +72,21 @@ export async function openWriter(
       databaseBytes: () => store.sizeBytes(),
       rebuild: store.rebuildState ? () => store.rebuildState!() : undefined,
       batchRetries: store.batchRetries ? () => store.batchRetries!() : undefined,
+      analytics: () => store.analytics.progress(),
+      analyticsApplied: () => follower.applied,
       workers: serving.http ? undefined : serving.workers,
       workerRestarts: serving.http ? undefined : serving.workerRestarts,
     },
     droppedLogLines: () => droppedLogLines.count,
   });
 
+  // The analytics follow the events off the ingest path (SPEC section 7).
+  const follower = new Follower(store.analytics, {
+    onError: (error) => log.warn({ err: error }, 'an analytics round failed; the follower tries again in a second'),
+  }).start();
+
   const close = async (log: Logger) => {
+    await follower.stop();
     await queue.close();
     try {
       store.checkpoint?.();

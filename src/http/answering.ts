@@ -16,7 +16,7 @@ export interface HttpMetrics {
 }
 
 /** Registers a route with polka, and in the app's list of routes. */
-export type On = (method: 'GET' | 'POST', path: string, handler: (req: Request, res: ServerResponse) => void | Promise<void>) => void;
+export type On = (method: 'GET' | 'POST' | 'PUT', path: string, handler: (req: Request, res: ServerResponse) => void | Promise<void>) => void;
 
 /** The app's guard (see app.ts): polka runs it as middleware, and the fast paths, which skip polka, run it themselves. */
 export type Guard = (req: IncomingMessage, path: string, res: ServerResponse) => void;

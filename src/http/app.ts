@@ -12,6 +12,7 @@ import { errorAnswers } from './errors.ts';
 import { badRequest, HttpProblem, notFound } from './problem.ts';
 import { healthRoutes, type HealthSources } from './routes/health.ts';
 import { countRefused, INGEST_PATHS, ingestRoutes } from './routes/ingest.ts';
+import { analyticsRoutes } from './routes/analytics.ts';
 import { lookupRoutes } from './routes/lookups.ts';
 import { pageRoutes } from './routes/pages.ts';
 
@@ -79,6 +80,7 @@ export function createApp(options: AppOptions) {
   const on: On = (method, path, handler) => {
     routes.push(`${method} ${path}`);
     if (method === 'GET') app.get(path, handler);
+    else if (method === 'PUT') app.put(path, handler);
     else app.post(path, handler);
   };
 
@@ -87,7 +89,8 @@ export function createApp(options: AppOptions) {
     // Draining or closing: each answer tells its client to reconnect, so that no idle connection is cut under it at the end.
     if (isClosing() || options.isDraining?.()) res.setHeader('Connection', 'close');
     if (isPublic(req.method, path)) return;
-    (req.method === 'POST' ? checkIngest : checkRead)?.(req);
+    // A write (events, a movie's duration) takes the ingest token; a read the read token.
+    (req.method === 'POST' || req.method === 'PUT' ? checkIngest : checkRead)?.(req);
   };
 
   app.use((req, res, next) => {
@@ -108,6 +111,7 @@ export function createApp(options: AppOptions) {
   healthRoutes(on, options);
   pageRoutes(app, on);
   const plainLookup = lookupRoutes(on, { store: options.store, guard, answerThen });
+  analyticsRoutes(on, { store: options.store, sink: options.sink, bodyLimits });
 
   const handle = (req: IncomingMessage, res: ServerResponse) => {
     if (waitBehindWrites(req, () => handle(req, res))) return;

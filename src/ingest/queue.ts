@@ -143,6 +143,11 @@ export class IngestQueue implements EventSink {
     return { depth, committedEvents, duplicateEvents, lastError };
   }
 
+  /** Sets a movie's duration: not an event, so not queued; a database locked by a rebuild refuses it (503, busy). */
+  async setDuration(slug: string, duration: number): Promise<void> {
+    await this.store.analytics.setDuration(slug, duration);
+  }
+
   /**
    * Tries a write now. Success clears a flush failure older than a few
    * seconds: the server becomes ready again by itself when a fault goes,

@@ -21,6 +21,8 @@ export interface EventSink {
   /** Queues one request's events; settles when they are committed and durable, or refused. */
   submit(events: ReceivedEvent[]): Promise<IngestResult>;
   state(): SinkState | Promise<SinkState>;
+  /** Sets a movie's duration (SPEC section 7); settles once it is durable. */
+  setDuration(slug: string, duration: number): Promise<void>;
   /** Tries a write now; throws StoreBusyError while another writer holds the lock, or why it cannot write. */
   checkWritable(): Promise<void>;
 }

@@ -6,6 +6,7 @@ import { LRUCache } from 'lru-cache';
 import type { AccountingRule } from '../accounting.ts';
 import { pairAnswerKey, ReadCache, UNKNOWN } from './read-cache.ts';
 import { page, withIsoTime, type Row } from './rows.ts';
+import { SqliteAnalytics } from './sqlite-analytics.ts';
 import { rebuildOnline } from './sqlite-rebuild.ts';
 import { ServeLock, type ServeAddress } from './serve-lock.ts';
 import { migrations, namedQueries } from './sql-files.ts';
@@ -87,6 +88,7 @@ export class SqliteStore implements Store {
   private readonly ingestBatch: Database.Transaction<(events: ReceivedEvent[]) => BatchOutcome>;
   private readonly probe: Database.Transaction<() => void>;
   private readonly walSync: WalSync | undefined;
+  readonly analytics: SqliteAnalytics;
   private readonly serveLock: ServeLock | undefined;
   /**
    * The file's real path: what its -wal, -shm and lock files are named
@@ -135,6 +137,7 @@ export class SqliteStore implements Store {
       this.ingestBatch = this.db.transaction((events: ReceivedEvent[]) => this.applyBatch(events));
       this.db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? OPEN_WAIT_MS}`);
       this.probe = this.db.transaction(() => void this.q.touchSettings.run());
+      this.analytics = new SqliteAnalytics(this.db, whenBusy, () => this.walSync?.afterCommit());
     } catch (error) {
       this.db.close();
       this.serveLock?.release();

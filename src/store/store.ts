@@ -3,6 +3,7 @@
 import { readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { AccountingRule } from '../accounting.ts';
+import type { AnalyticsStore } from './analytics-rows.ts';
 import type { WatchEvent } from '../event.ts';
 import type { MovieTotals, PairTotals, UserMovie, UserTotals } from '../totals.ts';
 
@@ -183,6 +184,8 @@ export interface Store {
   rebuildState?(): Awaitable<RebuildState>;
   /** Batches tried again, all time, after meeting another batch's write, a deadlock or a lost connection (PostgreSQL). */
   batchRetries?(): number;
+  /** SPEC section 7: the follower's rounds and the analytics' reads. */
+  readonly analytics: AnalyticsStore;
   /** Folds a write-ahead log back into the database, where there is one to fold (SQLite). */
   checkpoint?(): void;
   close(): Awaitable<void>;

@@ -23,6 +23,8 @@ export interface Questions {
   writable: { busy: boolean; message: string } | null;
   /** The text of /metrics for the whole service. */
   metrics: string;
+  /** A movie's duration set (its arguments: slug, duration); null once durable, else why not. */
+  setDuration: { busy: boolean; message: string } | null;
 }
 
 /** What a worker answers to the writer's question. */
@@ -43,7 +45,7 @@ export type ToWriter =
   /** The worker listens for messages: those sent before are lost (an ES module's code runs after the channel opens). */
   | { t: 'ready' }
   | { t: 'submit'; items: Submission[] }
-  | { t: 'ask'; id: number; what: keyof Questions }
+  | { t: 'ask'; id: number; what: keyof Questions; args?: unknown[] }
   | { t: 'answer'; id: number; value?: unknown; error?: string }
   | { t: 'listening'; port: number }
   /** The worker could not start; `code` is the error's (EADDRINUSE: the port is taken). */
@@ -91,7 +93,7 @@ export class Asking<Out extends { t: string }> {
 
   constructor(private readonly channel: Channel<Out>) {}
 
-  ask<T>(what: string, timeoutMs: number): Promise<T> {
+  ask<T>(what: string, timeoutMs: number, args?: unknown[]): Promise<T> {
     const id = this.next++;
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -100,7 +102,7 @@ export class Asking<Out extends { t: string }> {
       }, timeoutMs);
       this.waiting.set(id, { resolve: resolve as (value: unknown) => void, reject, timer });
       // A channel already closed fails the question by its timeout, not by an 'error' event that nothing handles.
-      this.channel.send({ t: 'ask', id, what } as unknown as Out, () => undefined);
+      this.channel.send({ t: 'ask', id, what, args } as unknown as Out, () => undefined);
     });
   }
 

@@ -122,6 +122,11 @@ export class WriterLink implements EventSink {
     if (why) throw why.busy ? new StoreBusyError(why.message) : new Error(why.message);
   }
 
+  async setDuration(slug: string, duration: number): Promise<void> {
+    const why = await this.asking.ask<Questions['setDuration']>('setDuration', ASK_TIMEOUT_MS, [slug, duration]);
+    if (why) throw why.busy ? new StoreBusyError(why.message) : new Error(why.message);
+  }
+
   /** The whole service's /metrics, which the writer gathers from every worker. */
   metrics(): Promise<string> {
     return this.asking.ask<string>('metrics', ASK_TIMEOUT_MS);

@@ -66,7 +66,7 @@ export class WriterService {
         }
         return;
       case 'ask':
-        worker.asking.answer(message.id, () => this.answer(message.what));
+        worker.asking.answer(message.id, () => this.answer(message.what, message.args ?? []));
         return;
       case 'answer':
         worker.asking.settle(message.id, message.value, message.error);
@@ -87,7 +87,7 @@ export class WriterService {
     worker.outbox.push(outcome);
   }
 
-  private async answer(what: keyof Questions): Promise<Questions[typeof what]> {
+  private async answer(what: keyof Questions, args: unknown[]): Promise<Questions[typeof what]> {
     switch (what) {
       case 'state': {
         const { depth, committedEvents, duplicateEvents, lastError } = this.queue.state();
@@ -102,6 +102,13 @@ export class WriterService {
         }
       case 'metrics':
         return this.metricsText();
+      case 'setDuration':
+        try {
+          await this.queue.setDuration(String(args[0]), Number(args[1]));
+          return null;
+        } catch (error) {
+          return { busy: error instanceof StoreBusyError, message: (error as Error).message } satisfies Questions['setDuration'];
+        }
     }
   }
 

@@ -1,0 +1,131 @@
+// The analytics routes of SPEC section 7: a movie's stats and retention, the
+// time series of the service, a movie and a user, viewers now, and a movie's
+// duration (PUT, guarded as ingest is).
+import type { ServerResponse } from 'node:http';
+import type { Request } from 'polka';
+import { Compile } from 'typebox/compile';
+import {
+  DEFAULT_POINTS,
+  MAX_POINTS,
+  movieStats,
+  NoCoverageError,
+  retentionCurve,
+  SetDuration,
+  timeSeries,
+  viewersNow,
+} from '../../analytics/answers.ts';
+import { INTERVALS, RangeProblem, type Interval } from '../../analytics/buckets.ts';
+import type { EventSink } from '../../ingest/sink.ts';
+import type { SeriesScope } from '../../store/analytics-rows.ts';
+import { nothingFor, type Store } from '../../store/store.ts';
+import type { On } from '../answering.ts';
+import { bodyFormat, readBody, type BodyLimits } from '../body.ts';
+import { intParam, nameParam } from '../params.ts';
+import { badRequest, HttpProblem, notFound, sendJson } from '../problem.ts';
+
+export interface AnalyticsRouteOptions {
+  store: Store;
+  sink: EventSink;
+  bodyLimits: BodyLimits;
+}
+
+/** A duration's body is one small object. */
+const DURATION_BODY_BYTES = 1024;
+const durationValidator = Compile(SetDuration);
+
+/** ISO 8601: a date, or a date and time; a time without an offset is UTC. */
+const ISO_8601 = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$/i;
+
+function timeParam(req: Request, name: 'from' | 'to'): number | undefined {
+  const raw = req.query[name];
+  if (raw === undefined || raw === '') return undefined;
+  const text = String(raw);
+  const match = ISO_8601.exec(text);
+  const ms = match ? Date.parse(match[1] === undefined && text.length > 10 ? `${text}Z` : text) : NaN;
+  if (Number.isNaN(ms)) {
+    throw badRequest(`invalid query parameter ${name}`, [
+      { pointer: `/${name}`, message: `${name} must be an ISO 8601 date or date-time, such as 2026-11-30 or 2026-11-30T12:00:00Z` },
+    ]);
+  }
+  return ms;
+}
+
+function intervalParam(req: Request): Interval {
+  const raw = req.query.interval;
+  if (raw === undefined || raw === '') return 'hour';
+  if (!(INTERVALS as readonly unknown[]).includes(raw)) {
+    throw badRequest('invalid query parameter interval', [{ pointer: '/interval', message: `interval must be one of ${INTERVALS.join(', ')}` }]);
+  }
+  return raw as Interval;
+}
+
+const noCoverage = (error: NoCoverageError) => new HttpProblem(409, 'coverage-needs-progress', 'No coverage under sum accounting', error.message);
+
+/** The figures of a movie that need coverage: 404 for a movie never seen, 409 under sum accounting. */
+async function coverageAnswer<T>(slug: string, answer: () => Promise<T | undefined>): Promise<T> {
+  let found: T | undefined;
+  try {
+    found = await answer();
+  } catch (error) {
+    throw error instanceof NoCoverageError ? noCoverage(error) : error;
+  }
+  if (found === undefined) throw notFound(nothingFor.movie(slug));
+  return found;
+}
+
+export function analyticsRoutes(on: On, { store, sink, bodyLimits }: AnalyticsRouteOptions): void {
+  const analytics = store.analytics;
+
+  on('GET', '/movies/:slug/stats', async (req, res) => {
+    const slug = nameParam(req, 'slug');
+    sendJson(res, 200, await coverageAnswer(slug, () => movieStats(analytics, slug)));
+  });
+
+  on('GET', '/movies/:slug/retention', async (req, res) => {
+    const slug = nameParam(req, 'slug');
+    const points = intParam(req, 'points', 1, MAX_POINTS, DEFAULT_POINTS);
+    sendJson(res, 200, await coverageAnswer(slug, () => retentionCurve(analytics, slug, points)));
+  });
+
+  const series = (scopeOf: (req: Request) => SeriesScope) => async (req: Request, res: ServerResponse) => {
+    const scope = scopeOf(req);
+    const interval = intervalParam(req);
+    const range = { from: timeParam(req, 'from'), to: timeParam(req, 'to') };
+    let answer;
+    try {
+      answer = await timeSeries(analytics, scope, interval, range);
+    } catch (error) {
+      if (!(error instanceof RangeProblem)) throw error;
+      throw badRequest(`invalid query parameter ${error.parameter}`, [{ pointer: `/${error.parameter}`, message: `${error.parameter} ${error.message}` }]);
+    }
+    if (answer === undefined) throw notFound(scope.kind === 'movie' ? nothingFor.movie(scope.slug) : nothingFor.user((scope as { user: string }).user));
+    sendJson(res, 200, answer);
+  };
+  on('GET', '/timeseries', series(() => ({ kind: 'service' })));
+  on('GET', '/movies/:slug/timeseries', series((req) => ({ kind: 'movie', slug: nameParam(req, 'slug') })));
+  on('GET', '/users/:user/timeseries', series((req) => ({ kind: 'user', user: nameParam(req, 'user') })));
+
+  on('GET', '/viewers', async (_req, res) => sendJson(res, 200, await viewersNow(analytics)));
+
+  on('PUT', '/movies/:slug', async (req, res) => {
+    const slug = nameParam(req, 'slug');
+    if (bodyFormat(req) !== 'json') throw badRequest('the body must be a JSON object', [{ pointer: '', message: 'Content-Type must be application/json' }]);
+    const text = await readBody(req, { ...bodyLimits, maxBytes: DURATION_BODY_BYTES });
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      throw new HttpProblem(400, 'invalid-body', 'Invalid body', 'the body is not JSON');
+    }
+    if (!durationValidator.Check(body)) {
+      const found = (body as { duration?: unknown } | null)?.duration;
+      const rule = 'duration must be a positive whole number of seconds, at most 2147483647';
+      const message = typeof body !== 'object' || body === null || Array.isArray(body) ? 'the body must be an object {"duration": seconds}' : found === undefined ? 'duration is required' : rule;
+      const pointer = message.startsWith('the body') ? '' : '/duration';
+      throw badRequest('invalid duration; nothing was stored', [{ pointer, message }]);
+    }
+    const { duration } = body as { duration: number };
+    await sink.setDuration(slug, duration);
+    sendJson(res, 200, { slug, duration });
+  });
+}
