@@ -3,10 +3,12 @@
 import { describeRule, resolveRule, sameRule, SettingsMismatchError } from './accounting.ts';
 import type { ServerConfig } from './config.ts';
 import { Follower } from './analytics/follower.ts';
+import { startFollowerThread } from './analytics/follower-thread.ts';
 import { IngestQueue } from './ingest/queue.ts';
 import { droppedLogLines, type Logger } from './log.ts';
 import { Metrics } from './metrics.ts';
 import { describeDb, openStore } from './store/open.ts';
+import { SqliteStore } from './store/sqlite.ts';
 import type { Store } from './store/store.ts';
 
 /** How long events wait for a database locked by a rebuild before they are refused. */
@@ -73,17 +75,24 @@ export async function openWriter(
       rebuild: store.rebuildState ? () => store.rebuildState!() : undefined,
       batchRetries: store.batchRetries ? () => store.batchRetries!() : undefined,
       analytics: () => store.analytics.progress(),
-      analyticsApplied: () => follower.applied,
+      analyticsApplied: () => (typeof follower.applied === 'number' ? follower.applied : follower.applied()),
       workers: serving.http ? undefined : serving.workers,
       workerRestarts: serving.http ? undefined : serving.workerRestarts,
     },
     droppedLogLines: () => droppedLogLines.count,
   });
 
-  // The analytics follow the events off the ingest path (SPEC section 7).
-  const follower = new Follower(store.analytics, {
-    onError: (error) => log.warn({ err: error }, 'an analytics round failed; the follower tries again in a second'),
-  }).start();
+  // The analytics follow the events off the ingest path (SPEC section 7): on SQLite on a thread of
+  // their own, writing a file of their own; on PostgreSQL here, one server's follower at a time.
+  const onFollowerError = (error: unknown) => log.warn({ err: error }, 'an analytics round failed; the follower tries again in a second');
+  const follower =
+    store instanceof SqliteStore
+      ? startFollowerThread(store.real, onFollowerError)
+      : new Follower(store.analytics, {
+          ingestIdle: () => queue.stats().depth === 0,
+          rebuilding: async () => (await store.rebuildState?.())?.running ?? false,
+          onError: onFollowerError,
+        }).start();
 
   const close = async (log: Logger) => {
     await follower.stop();

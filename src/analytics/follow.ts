@@ -18,20 +18,29 @@ import {
 import { BUCKET_MS, INTERVALS } from './buckets.ts';
 import { cover, coveredBy } from './coverage.ts';
 
+/** Minutes since the epoch fit in 26 bits until 2097: a movie's or a user's minute is one number. */
+const MINUTE_SPAN = 2 ** 26;
+
+interface MinuteTally {
+  watched: number;
+  events: number;
+}
+
 export function followChunk(rule: AccountingRule, events: FollowedEvent[], pairs: Map<string, PairAnalytics>): ChunkWrite {
   const touched = new Map<string, PairAnalytics>();
   const movies = new Map<number, MovieDelta>();
   const retention = new Map<string, [number, number, number]>();
-  const series = new Map<string, SeriesDelta>();
+  // Tallied by minute first, a number a movie or a user: the hours, the days and the service are summed from them.
+  const movieMinutes = new Map<number, MinuteTally>();
+  const userMinutes = new Map<number, MinuteTally>();
   const seen: SeenCandidate[] = [];
 
-  const addSeries = (scope: number, id: number, interval: number, start: number, watched: number) => {
-    const key = `${scope}:${id}:${interval}:${start}`;
-    const row = series.get(key);
+  const tally = (minutes: Map<number, MinuteTally>, key: number, watched: number) => {
+    const row = minutes.get(key);
     if (row) {
       row.watched += watched;
       row.events += 1;
-    } else series.set(key, { scope, id, interval, start, watched, events: 1 });
+    } else minutes.set(key, { watched, events: 1 });
   };
   const shiftRetention = (movieId: number, second: number, by: number) => {
     const key = `${movieId}:${second}`;
@@ -74,30 +83,60 @@ export function followChunk(rule: AccountingRule, events: FollowedEvent[], pairs
     movie.events += 1;
     movie.maxAt = Math.max(movie.maxAt, at);
 
-    for (const interval of INTERVALS) {
-      const code = INTERVAL_CODE[interval];
-      const start = Math.floor(receivedAt / BUCKET_MS[interval]) * BUCKET_MS[interval];
-      addSeries(SCOPE.service, 0, code, start, credited);
-      addSeries(SCOPE.movie, movieId, code, start, credited);
-      if (interval === 'minute') addSeries(SCOPE.user, userId, code, start, credited);
+    const minute = Math.floor(receivedAt / BUCKET_MS.minute);
+    tally(movieMinutes, movieId * MINUTE_SPAN + minute, credited);
+    tally(userMinutes, userId * MINUTE_SPAN + minute, credited);
+    if (credited > 0) {
       // A user counts once a bucket: a bucket the pair's latest credited event was in already counts them.
       const last = pair.lastCreditedAt;
-      if (credited > 0 && (last === null || Math.floor(last / BUCKET_MS[interval]) * BUCKET_MS[interval] !== start)) {
+      for (const interval of INTERVALS) {
+        const size = BUCKET_MS[interval];
+        const start = Math.floor(receivedAt / size) * size;
+        if (last !== null && Math.floor(last / size) * size === start) break; // and so do the longer buckets
+        const code = INTERVAL_CODE[interval];
         seen.push({ scope: SCOPE.movie, id: movieId, interval: code, start, userId });
         seen.push({ scope: SCOPE.service, id: 0, interval: code, start, userId });
       }
+      pair.lastCreditedAt = receivedAt;
     }
-    if (credited > 0) pair.lastCreditedAt = receivedAt;
   }
 
   return {
     pairs: [...touched.values()],
     movies: [...movies.values()],
     retention: [...retention.values()].filter((change) => change[2] !== 0),
-    series: [...series.values()],
+    series: seriesOf(movieMinutes, userMinutes),
     seen,
     cursor: events.length > 0 ? events[events.length - 1].seq : 0,
   };
+}
+
+/** The series rows a round adds to: each movie's and the service's minutes, hours and days, and each user's minutes. */
+function seriesOf(movieMinutes: Map<number, MinuteTally>, userMinutes: Map<number, MinuteTally>): SeriesDelta[] {
+  const rows = new Map<string, SeriesDelta>();
+  const add = (scope: number, id: number, interval: number, start: number, { watched, events }: MinuteTally) => {
+    const key = `${scope}:${id}:${interval}:${start}`;
+    const row = rows.get(key);
+    if (row) {
+      row.watched += watched;
+      row.events += events;
+    } else rows.set(key, { scope, id, interval, start, watched, events });
+  };
+  for (const [key, tally] of movieMinutes) {
+    const movieId = Math.floor(key / MINUTE_SPAN);
+    const ms = (key % MINUTE_SPAN) * BUCKET_MS.minute;
+    for (const interval of INTERVALS) {
+      const start = Math.floor(ms / BUCKET_MS[interval]) * BUCKET_MS[interval];
+      add(SCOPE.movie, movieId, INTERVAL_CODE[interval], start, tally);
+      add(SCOPE.service, 0, INTERVAL_CODE[interval], start, tally);
+    }
+  }
+  const minuteCode = INTERVAL_CODE.minute;
+  const series = [...rows.values()];
+  for (const [key, { watched, events }] of userMinutes) {
+    series.push({ scope: SCOPE.user, id: Math.floor(key / MINUTE_SPAN), interval: minuteCode, start: (key % MINUTE_SPAN) * BUCKET_MS.minute, watched, events });
+  }
+  return series;
 }
 
 /** The coverage from which a pair counts as having completed a movie of this duration: 90 %, and at least a second. */

@@ -4,15 +4,26 @@
 // at once by the next, yielding to the event loop between them so that
 // ingest's flushes interleave; an empty or partial one waits `idleMs`.
 import type { AnalyticsStore } from '../store/analytics-rows.ts';
-import { StoreBusyError } from '../store/store.ts';
+import { StoreBusyError, type Awaitable } from '../store/store.ts';
 import { followChunk } from './follow.ts';
 
 /**
- * Events a round takes at most. On SQLite a round runs on the writer's
- * event loop: 5,000 events are about 15 ms of it, short beside a flush's
- * wait for the disk.
+ * Events a round takes at most, in the writer's process (PostgreSQL): its
+ * arithmetic runs on the event loop, a few milliseconds a thousand events.
+ * SQLite's thread takes larger rounds (follower-thread.ts).
  */
-export const ROUND_EVENTS = 5_000;
+export const ROUND_EVENTS = 1_000;
+/**
+ * Between full rounds: a pause, so that another process that waits for the
+ * write lock (a rebuild, which sleeps between tries) finds it free.
+ */
+const BETWEEN_ROUNDS_MS = 2;
+/**
+ * While ingest has events waiting, a full round is followed by a pause four
+ * times as long as it took: the follower takes at most a fifth of the event
+ * loop from ingest, and catches up once the load eases.
+ */
+const BUSY_PAUSE_FACTOR = 4;
 /** How long an idle follower waits before it looks again: the analytics' lag under a light load. */
 export const IDLE_MS = 100;
 /** After a failed round (not a busy database), before the next. */
@@ -21,6 +32,10 @@ const FAILED_MS = 1_000;
 export interface FollowerOptions {
   roundEvents?: number;
   idleMs?: number;
+  /** Whether ingest has nothing waiting now; the follower yields to it otherwise. */
+  ingestIdle?: () => boolean;
+  /** Whether a rebuild is running: its swap starts the analytics again, so following meanwhile would be lost work. */
+  rebuilding?: () => Awaitable<boolean>;
   onError?: (error: unknown) => void;
 }
 
@@ -32,7 +47,7 @@ export class Follower {
   private stopped = false;
 
   constructor(
-    private readonly store: AnalyticsStore,
+    private readonly store: Pick<AnalyticsStore, 'followRound'>,
     private readonly options: FollowerOptions = {},
   ) {}
 
@@ -49,10 +64,16 @@ export class Follower {
   private async round(): Promise<void> {
     const limit = this.options.roundEvents ?? ROUND_EVENTS;
     let wait = this.options.idleMs ?? IDLE_MS;
+    const started = performance.now();
     try {
+      if (await this.options.rebuilding?.()) {
+        this.schedule(wait);
+        return;
+      }
       const applied = await this.store.followRound(limit, followChunk);
-      this.applied += applied;
-      if (applied === limit) wait = 0;
+      this.applied += applied; 
+      const busy = this.options.ingestIdle ? !this.options.ingestIdle() : false;
+      if (applied === limit) wait = busy ? Math.max(BETWEEN_ROUNDS_MS, BUSY_PAUSE_FACTOR * (performance.now() - started)) : BETWEEN_ROUNDS_MS;
     } catch (error) {
       // Busy: a rebuild or a backup holds the write lock; the next round tries again.
       if (!(error instanceof StoreBusyError)) {

@@ -1,7 +1,13 @@
-// The analytics half of the SQLite store (SPEC section 7): the follower's
-// round in one IMMEDIATE transaction, and the answers' reads, each in one
-// read transaction so that a figure and its asOf agree.
-import type Database from 'better-sqlite3';
+// The analytics half of the SQLite store (SPEC section 7). The follower's
+// rounds read the events of <db> and write what they add to a file of their
+// own, <db>-analytics (sql/sqlite/analytics-schema.sql), with its cursor in
+// the same transaction: deriving the analytics never takes <db>'s write lock,
+// so ingest never waits for it, and the server runs it on a thread of its
+// own (src/analytics/follower-thread.ts). The answers read both files.
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { LRUCache } from 'lru-cache';
 import type { AccountingRule } from '../accounting.ts';
 import {
   decodeIntervals,
@@ -22,49 +28,118 @@ import {
 import { namedQueries } from './sql-files.ts';
 import type { Awaitable } from './store.ts';
 
-const QUERY_NAMES = [
-  'cursor', 'setCursor', 'eventsAfter', 'pairState', 'writePair', 'addToMovie', 'addRetention', 'addSeen', 'addSeries',
-  'progress', 'movie', 'completed', 'retention', 'movieId', 'userId', 'series', 'viewersSince', 'topMoviesSince',
-  'setDuration',
+/** The analytics file of a database file. */
+export const analyticsFileOf = (databaseFile: string) => `${databaseFile}-analytics`;
+
+/** The analytics file's schema; a file of another version is emptied and followed again. */
+const ANALYTICS_SCHEMA_VERSION = 1;
+const SCHEMA_SQL = fileURLToPath(new URL('../../sql/sqlite/analytics-schema.sql', import.meta.url));
+
+/**
+ * Pair states the follower keeps between rounds, so that a round reads from
+ * the file only pairs it has not met lately: heartbeats of 100,000 players
+ * come round every few seconds.
+ */
+const KEPT_PAIRS = 200_000;
+
+const FOLLOW_QUERIES = [
+  'followed', 'eventsAfter', 'state', 'setState', 'pairState', 'writePair', 'addToMovie', 'addRetention', 'addSeen', 'addSeries',
 ] as const;
-type QueryName = (typeof QUERY_NAMES)[number];
+type FollowQuery = (typeof FOLLOW_QUERIES)[number];
+const READ_QUERIES = ['state', 'movieCoverage', 'completed', 'retention', 'series', 'viewersSince', 'topMoviesSince'] as const;
+const MAIN_QUERIES = ['followed', 'movie', 'movieId', 'userId', 'slug', 'setDuration'] as const;
+const EVENT_QUERIES = new Set<string>(['followed', 'eventsAfter']);
 
-/** What a rebuild's swap runs so that the follower derives the analytics again (one script). */
-export const resetAnalyticsSql = () => namedQueries('sqlite', ['reset'], 'analytics.sql').reset;
+type Statements<Name extends string> = Record<Name, Database.Statement>;
+function prepare<Name extends string>(names: readonly Name[], on: (name: Name) => Database.Database): Statements<Name> {
+  const sql = namedQueries('sqlite', names, 'analytics.sql');
+  return Object.fromEntries(names.map((name) => [name, on(name).prepare(sql[name])])) as Statements<Name>;
+}
 
-export class SqliteAnalytics implements AnalyticsStore {
-  private readonly q: Record<QueryName, Database.Statement>;
-  private readonly round: Database.Transaction<(limit: number, apply: ChunkApplier) => number>;
+interface Followed extends AccountingRule {
+  generation: number;
+  lastSeq: number;
+}
 
-  constructor(
-    private readonly db: Database.Database,
-    /** Turns SQLite's lock errors into the store's own. */
-    private readonly whenBusy: <T>(fn: () => T) => T,
-    /** Settles once a commit is on disk (the server syncs the WAL off the event loop). */
-    private readonly durable: () => Awaitable<void> = () => undefined,
-  ) {
-    const sql = namedQueries('sqlite', QUERY_NAMES, 'analytics.sql');
-    this.q = Object.fromEntries(QUERY_NAMES.map((name) => [name, db.prepare(sql[name])])) as Record<QueryName, Database.Statement>;
-    for (const name of ['cursor', 'completed', 'movieId', 'userId', 'viewersSince'] as const) this.q[name].pluck();
-    this.round = db.transaction((limit: number, apply: ChunkApplier) => this.followInside(limit, apply));
+/**
+ * The follower's rounds over one database file: a read-only connection to
+ * <db> and a writable one to <db>-analytics, made (or emptied, see the
+ * schema's comment) here.
+ */
+export class SqliteFollowing {
+  private readonly events: Database.Database;
+  private readonly analytics: Database.Database;
+  private readonly q: Statements<FollowQuery>;
+  private readonly reset: string;
+  private readonly write: Database.Transaction<(write: ReturnType<ChunkApplier>, generation: number) => void>;
+  private readonly kept = new LRUCache<string, PairAnalytics>({ max: KEPT_PAIRS });
+
+  constructor(databaseFile: string) {
+    this.events = new Database(databaseFile, { readonly: true, fileMustExist: true });
+    this.analytics = new Database(analyticsFileOf(databaseFile));
+    try {
+      this.analytics.pragma('journal_mode = WAL');
+      // Derived data: a power cut may lose the last rounds, which the follower derives again.
+      this.analytics.pragma('synchronous = NORMAL');
+      this.analytics.pragma('cache_size = -16384');
+      if (this.analytics.pragma('user_version', { simple: true }) !== ANALYTICS_SCHEMA_VERSION) {
+        // A new file, or another version's: nothing in it is worth keeping.
+        const tables = this.analytics.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").pluck().all() as string[];
+        for (const table of tables) this.analytics.exec(`DROP TABLE IF EXISTS "${table}"`);
+        this.analytics.exec(readFileSync(SCHEMA_SQL, 'utf8'));
+        this.analytics.pragma(`user_version = ${ANALYTICS_SCHEMA_VERSION}`);
+      }
+      this.q = prepare(FOLLOW_QUERIES, (name) => (EVENT_QUERIES.has(name) ? this.events : this.analytics));
+      this.reset = namedQueries('sqlite', ['reset'], 'analytics.sql').reset;
+      this.write = this.analytics.transaction((write, generation) => this.store(write, generation));
+    } catch (error) {
+      this.close();
+      throw error;
+    }
   }
 
+  /** One round: the events after the cursor (at most `limit`), applied and written with the new cursor. */
   followRound(limit: number, apply: ChunkApplier): number {
-    return this.whenBusy(() => this.round.immediate(limit, apply));
-  }
-
-  private followInside(limit: number, apply: ChunkApplier): number {
-    const cursor = this.q.cursor.get() as number;
+    const followed = this.q.followed.get() as Followed | undefined;
+    if (followed === undefined) return 0; // a database without settings yet
+    let state = this.q.state.get() as { cursor: number; generation: number } | undefined;
+    if (state !== undefined && (state.generation !== followed.generation || state.cursor > followed.lastSeq)) {
+      // A rebuild swapped since (another rule, perhaps), or the database was put back from a backup.
+      this.analytics.exec(this.reset);
+      this.kept.clear();
+      state = undefined;
+    }
+    const cursor = state?.cursor ?? 0;
     const events = this.q.eventsAfter.all(cursor, limit) as FollowedEvent[];
-    if (events.length === 0) return 0;
+    if (events.length === 0) {
+      if (state === undefined) this.q.setState.run(0, followed.generation);
+      return 0;
+    }
     const pairs = new Map<string, PairAnalytics>();
     for (const { userId, movieId } of events) {
       const key = pairKeyOf(userId, movieId);
       if (pairs.has(key)) continue;
-      const row = this.q.pairState.get(userId, movieId) as (Omit<PairAnalytics, 'intervals'> & { intervals: Buffer }) | undefined;
+      const kept = this.kept.get(key);
+      if (kept) {
+        pairs.set(key, kept);
+        continue;
+      }
+      const row = this.q.pairState.get(movieId, userId) as (Omit<PairAnalytics, 'intervals'> & { intervals: Buffer }) | undefined;
       if (row) pairs.set(key, { ...row, userId, movieId, intervals: decodeIntervals(row.intervals) });
     }
-    const write = apply(this.rule(), events, pairs);
+    const write = apply({ accounting: followed.accounting, maxStep: followed.maxStep }, events, pairs);
+    try {
+      this.write(write, followed.generation);
+    } catch (error) {
+      // apply() changed kept states in place; the round did not commit them.
+      this.kept.clear();
+      throw error;
+    }
+    for (const pair of write.pairs) this.kept.set(pairKeyOf(pair.userId, pair.movieId), pair);
+    return events.length;
+  }
+
+  private store(write: ReturnType<ChunkApplier>, generation: number): void {
     const q = this.q;
     for (const p of write.pairs) {
       q.writePair.run(p.userId, p.movieId, p.position, p.watched, p.coverage, p.furthest, encodeIntervals(p.intervals), p.lastReceivedAt, p.lastCreditedAt);
@@ -81,60 +156,125 @@ export class SqliteAnalytics implements AnalyticsStore {
       const viewers = newViewers.get(`${s.scope}:${s.id}:${s.interval}:${s.start}`) ?? 0;
       q.addSeries.run(s.scope, s.id, s.interval, s.start, s.watched, s.events, viewers);
     }
-    q.setCursor.run(write.cursor);
-    return events.length;
+    q.setState.run(write.cursor, generation);
   }
 
-  private rule(): AccountingRule {
-    const { accounting, maxStep } = this.q.progress.get() as AccountingRule;
-    return { accounting, maxStep };
+  close(): void {
+    for (const db of [this.events, this.analytics]) if (db?.open) db.close();
+  }
+}
+
+/**
+ * The answers: names, durations and the last event from <db> (the store's
+ * connection), the rest from <db>-analytics, read-only, opened once the
+ * follower has made it. Before that, nothing is followed yet: every movie
+ * and user has empty analytics, and lagEvents counts every event.
+ */
+export class SqliteAnalytics implements AnalyticsStore {
+  private readonly main: Statements<(typeof MAIN_QUERIES)[number]>;
+  private file: { db: Database.Database; q: Statements<(typeof READ_QUERIES)[number]> } | undefined;
+  private following: SqliteFollowing | undefined;
+
+  constructor(
+    private readonly db: Database.Database,
+    private readonly databaseFile: string,
+    /** Turns SQLite's lock errors into the store's own. */
+    private readonly whenBusy: <T>(fn: () => T) => T,
+    /** Settles once a commit is on disk (the server syncs the WAL off the event loop). */
+    private readonly durable: () => Awaitable<void> = () => undefined,
+  ) {
+    this.main = prepare(MAIN_QUERIES, () => db);
+    for (const name of ['movieId', 'userId', 'slug'] as const) this.main[name].pluck();
   }
 
+  /** Rounds in this process, on connections of their own (the benchmark; the server follows on a thread). */
+  followRound(limit: number, apply: ChunkApplier): number {
+    this.following ??= new SqliteFollowing(this.databaseFile);
+    return this.following.followRound(limit, apply);
+  }
+
+  private analytics() {
+    if (this.file === undefined && existsSync(analyticsFileOf(this.databaseFile))) {
+      const db = new Database(analyticsFileOf(this.databaseFile), { readonly: true, fileMustExist: true });
+      try {
+        const q = prepare(READ_QUERIES, () => db);
+        for (const name of ['completed', 'viewersSince'] as const) q[name].pluck();
+        this.file = { db, q };
+      } catch {
+        db.close(); // made but not yet given its tables: as if absent
+      }
+    }
+    return this.file;
+  }
+
+  /** Where the analytics are, with the rule and the number of the last event stored. */
   private snapshot(): AnalyticsSnapshot {
-    const { asOf, lagEvents, accounting, maxStep } = this.q.progress.get() as AnalyticsProgress & AccountingRule;
-    return { asOf, lagEvents, rule: { accounting, maxStep } };
+    const followed = this.main.followed.get() as Followed | undefined;
+    const rule = { accounting: followed?.accounting ?? 'progress', maxStep: followed?.maxStep ?? 120 };
+    const state = this.analytics()?.q.state.get() as { cursor: number; generation: number } | undefined;
+    // Another generation's figures are stale: a rebuild swapped, and the follower has not begun again yet.
+    const asOf = state && followed && state.generation === followed.generation ? Math.min(state.cursor, followed.lastSeq) : 0;
+    return { asOf, lagEvents: (followed?.lastSeq ?? 0) - asOf, rule };
+  }
+
+  /** Reads of both files, each at one moment: the figures and their asOf agree. */
+  private reading<T>(read: (file: ReturnType<SqliteAnalytics['analytics']>, snapshot: AnalyticsSnapshot) => T): T {
+    const file = this.analytics();
+    const inFile = () => read(file, this.snapshot());
+    return this.db.transaction(() => (file ? file.db.transaction(inFile)() : inFile()))();
   }
 
   progress(): AnalyticsProgress {
-    const { asOf, lagEvents } = this.snapshot();
+    const { asOf, lagEvents } = this.reading((_, snapshot) => snapshot);
     return { asOf, lagEvents };
   }
 
   movie(slug: string, completedFrom: (duration: number) => number, withRetention: boolean): MovieAnalyticsRow | undefined {
-    return this.db.transaction(() => {
-      const row = this.q.movie.get(slug) as (Omit<MovieAnalyticsRow, keyof AnalyticsSnapshot | 'completed'> & { id: number }) | undefined;
-      if (row === undefined) return undefined;
-      const { id, ...movie } = row;
-      const completed = this.q.completed.get(id, completedFrom(movie.durationSet ?? movie.maxAt)) as number;
-      const retention = withRetention ? (this.q.retention.raw().all(id) as [number, number][]) : undefined;
-      return { ...this.snapshot(), ...movie, completed, retention };
-    })();
+    return this.reading((file, snapshot) => {
+      const movie = this.main.movie.get(slug) as { id: number; duration: number | null } | undefined;
+      if (movie === undefined) return undefined;
+      const fresh = snapshot.asOf > 0 && file !== undefined;
+      const row = (fresh ? file.q.movieCoverage.get(movie.id) : undefined) as { maxAt: number; viewers: number; coverage: number; watched: number } | undefined;
+      const figures = row ?? { maxAt: 0, viewers: 0, coverage: 0, watched: 0 };
+      const completed = fresh ? (file.q.completed.get(movie.id, completedFrom(movie.duration ?? figures.maxAt)) as number) : 0;
+      const retention = withRetention ? (fresh ? (file.q.retention.raw().all(movie.id) as [number, number][]) : []) : undefined;
+      return { ...snapshot, slug, durationSet: movie.duration, ...figures, completed, retention };
+    });
   }
 
   series(scope: SeriesScope, interval: number, bucketMs: number, from: number, to: number): (AnalyticsSnapshot & { rows: SeriesRow[] }) | undefined {
-    return this.db.transaction(() => {
+    return this.reading((file, snapshot) => {
       let id = 0;
       if (scope.kind !== 'service') {
-        const found = (scope.kind === 'movie' ? this.q.movieId.get(scope.slug) : this.q.userId.get(scope.user)) as number | undefined;
+        const found = (scope.kind === 'movie' ? this.main.movieId.get(scope.slug) : this.main.userId.get(scope.user)) as number | undefined;
         if (found === undefined) return undefined;
         id = found;
       }
-      const code = SCOPE[scope.kind];
-      const rows = this.q.series.all({ scope: code, id, interval: scope.kind === 'user' ? 0 : interval, size: bucketMs, from, to }) as SeriesRow[];
-      return { ...this.snapshot(), rows };
-    })();
+      const query = { scope: SCOPE[scope.kind], id, interval: scope.kind === 'user' ? 0 : interval, size: bucketMs, from, to };
+      const rows = file && snapshot.asOf > 0 ? (file.q.series.all(query) as SeriesRow[]) : [];
+      return { ...snapshot, rows };
+    });
   }
 
   viewersSince(since: number, top: number): ViewersNowRow {
-    return this.db.transaction(() => {
-      const viewers = this.q.viewersSince.get(since) as number;
-      const movies = this.q.topMoviesSince.all(since, top) as { slug: string; viewers: number }[];
-      return { ...this.progress(), viewers, movies };
-    })();
+    return this.reading((file, { asOf, lagEvents }) => {
+      if (file === undefined || asOf === 0) return { asOf, lagEvents, viewers: 0, movies: [] };
+      const viewers = file.q.viewersSince.get(since) as number;
+      const movies = (file.q.topMoviesSince.all(since, top) as { movieId: number; viewers: number }[]).map(({ movieId, viewers }) => ({
+        slug: this.main.slug.get(movieId) as string,
+        viewers,
+      }));
+      return { asOf, lagEvents, viewers, movies };
+    });
   }
 
   setDuration(slug: string, duration: number): Awaitable<void> {
-    this.whenBusy(() => this.q.setDuration.run(slug, duration));
+    this.whenBusy(() => this.main.setDuration.run(slug, duration));
     return this.durable();
+  }
+
+  close(): void {
+    this.following?.close();
+    this.file?.db.close();
   }
 }

@@ -12,7 +12,6 @@
 // startRebuild, rebuildProgress, writeRule), for a server to read.
 import Database from 'better-sqlite3';
 import type { AccountingRule } from '../accounting.ts';
-import { resetAnalyticsSql } from './sqlite-analytics.ts';
 import { namedQueries } from './sql-files.ts';
 import { processHost, type RebuildProgress } from './store.ts';
 import { advance, Tally, writeTally, type PairRow, type TallyWriters, type TotalDelta } from './tally.ts';
@@ -95,8 +94,6 @@ export function rebuildOnline(
     db.transaction(() => {
       for (let applied = WRITE_CHUNK; applied === WRITE_CHUNK; report(applied)) applied = catchUp.next();
       db.exec(sql.swap);
-      // The analytics are derived again from the events, under the new rule, by the follower.
-      db.exec(resetAnalyticsSql());
       db.prepare(sql.writeRule).run({ ...rule, now: Date.now(), done: progress.done });
     }).immediate();
     return progress;

@@ -94,7 +94,7 @@ export class SqliteStore implements Store {
    * The file's real path: what its -wal, -shm and lock files are named
    * after. SQLite follows a symbolic link to name its WAL; so must we.
    */
-  private readonly real: string;
+  readonly real: string;
 
   constructor(readonly file: string, options: SqliteOptions = {}) {
     const readonly = options.readonly ?? false;
@@ -137,7 +137,7 @@ export class SqliteStore implements Store {
       this.ingestBatch = this.db.transaction((events: ReceivedEvent[]) => this.applyBatch(events));
       this.db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? OPEN_WAIT_MS}`);
       this.probe = this.db.transaction(() => void this.q.touchSettings.run());
-      this.analytics = new SqliteAnalytics(this.db, whenBusy, () => this.walSync?.afterCommit());
+      this.analytics = new SqliteAnalytics(this.db, this.real, whenBusy, () => this.walSync?.afterCommit());
     } catch (error) {
       this.db.close();
       this.serveLock?.release();
@@ -361,6 +361,7 @@ export class SqliteStore implements Store {
 
   close(): void {
     this.walSync?.close();
+    this.analytics?.close();
     if (this.db.open) this.db.close();
     // Last: the next server may start once this one has let go of the file.
     this.serveLock?.release();
