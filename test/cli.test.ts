@@ -1,11 +1,12 @@
 // bin/watchtime as a child process: query, rebuild, serve's settings check.
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import Database from 'better-sqlite3';
 import { after, before, describe, test } from 'node:test';
 import { credit, type AccountingRule } from '../src/accounting.ts';
 import { seededRandom } from '../src/generator/players.ts';
-import { cleanupAfter, cli, get, post, serve, snapshot, tempDir } from './helpers.ts';
+import { cleanupAfter, cli, get, post, request, serve, snapshot, tempDir } from './helpers.ts';
 import { sharedPostgres, stopSharedPostgres } from './support/postgres.ts';
 
 after(stopSharedPostgres);
@@ -120,6 +121,209 @@ for (const backend of ['SQLite', 'PostgreSQL'] as const) describe(`query (${back
     const run = await cli(['query', 'movie', 'brazil', '--json'], { WATCHTIME_DB: db });
     assert.equal(run.code, 0, run.stderr);
     assert.equal(JSON.parse(run.stdout).watchTime, 20);
+  });
+});
+
+/** Waits until the analytics follower, which runs in the server, has every stored event (lagEvents 0). */
+async function analyticsCaughtUp(base: string) {
+  for (let tries = 0; ; tries++) {
+    const { body } = await get(base, '/viewers');
+    if (body.lagEvents === 0) return;
+    assert.ok(tries < 200, `the analytics still lag by ${body.lagEvents} events`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+const HOUR = 3_600_000;
+const iso = (ms: number) => new Date(ms).toISOString();
+
+// The analytics of SPEC section 7, on SQLite (PostgreSQL's store has no analytics yet: when it has, this joins the loop above).
+describe('query stats, retention and timeseries (SQLite)', () => {
+  const cleanup = cleanupAfter();
+  let db: string;
+  let base: string;
+  const api = async (pathname: string) => {
+    const answer = await get(base, pathname);
+    assert.equal(answer.status, 200, `${pathname}: ${JSON.stringify(answer.body)}`);
+    return answer.body;
+  };
+  const json = async (args: string[]) => {
+    const run = await cli(['query', ...args, '--db', db, '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    return JSON.parse(run.stdout);
+  };
+
+  before(async () => {
+    db = path.join(tempDir(cleanup), 'w.db');
+    const server = await serve(cleanup, db);
+    base = server.url;
+    // ann covers [0, 90) of alien and rewatches [10, 40); bob covers [0, 50); bob watches 20 s of brazil.
+    await ingest(base, [
+      { user: 'ann', slug: 'alien', at: 30 },
+      { user: 'ann', slug: 'alien', at: 60 },
+      { user: 'bob', slug: 'alien', at: 50 },
+      { user: 'ann', slug: 'alien', at: 90 },
+      { user: 'ann', slug: 'alien', at: 10 },
+      { user: 'ann', slug: 'alien', at: 40 },
+      { user: 'bob', slug: 'brazil', at: 20 },
+    ], 1);
+    const put = await request(`${base}/movies/alien`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: '{"duration":100}' });
+    assert.equal(put.status, 200);
+    await analyticsCaughtUp(base);
+    // The server stays up, as for the other queries: the command reads the file beside it.
+  });
+
+  test('--json prints what the API answers, from the same functions', async () => {
+    const stats = await json(['stats', 'alien']);
+    assert.deepEqual(stats, await api('/movies/alien/stats'));
+    assert.deepEqual(stats, {
+      slug: 'alien', duration: 100, durationSource: 'set', watchTime: 170, viewers: 2, coverage: 140, rewatched: 30,
+      completed: 1, completionRate: 0.5, averageCoverage: 70, asOf: 7, lagEvents: 0,
+    });
+    assert.deepEqual((await json(['stats', 'brazil'])).durationSource, 'observed');
+
+    const retention = await json(['retention', 'alien', '--points', '4']);
+    assert.deepEqual(retention, await api('/movies/alien/retention?points=4'));
+    assert.deepEqual(retention.points, [
+      { second: 0, viewers: 2, share: 1 },
+      { second: 25, viewers: 2, share: 1 },
+      { second: 50, viewers: 1, share: 0.5 },
+      { second: 75, viewers: 1, share: 0.5 },
+    ]);
+    assert.equal((await json(['retention', 'alien'])).points.length, 100, 'the API\'s default');
+    assert.deepEqual(await json(['retention', 'alien']), await api('/movies/alien/retention'));
+
+    const now = Date.now();
+    const ranges = [
+      { interval: 'minute', from: iso(now - 5 * 60_000), to: iso(now + 5 * 60_000) },
+      { interval: 'hour', from: iso(now - 2 * HOUR), to: iso(now + HOUR) },
+      { interval: 'day', from: iso(now - 72 * HOUR).slice(0, 10), to: iso(now + 24 * HOUR).slice(0, 10) },
+    ];
+    const scopes = [
+      { args: [] as string[], path: '/timeseries' },
+      { args: ['--movie', 'alien'], path: '/movies/alien/timeseries' },
+      { args: ['--user', 'ann'], path: '/users/ann/timeseries' },
+    ];
+    for (const { args, path: pathname } of scopes) {
+      for (const { interval, from, to } of ranges) {
+        const series = await json(['timeseries', ...args, '--interval', interval, '--from', from, '--to', to]);
+        assert.deepEqual(series, await api(`${pathname}?interval=${interval}&from=${from}&to=${to}`), `${pathname} ${interval}`);
+        const sums = series.buckets.reduce(
+          (sum: number[], b: { watchTime: number; events: number }) => [sum[0] + b.watchTime, sum[1] + b.events], [0, 0]);
+        assert.deepEqual(sums, pathname === '/timeseries' ? [190, 7] : pathname.startsWith('/movies') ? [170, 6] : [120, 5], `${pathname} ${interval}`);
+      }
+    }
+    // Without a range: the last 48 buckets up to now, as the API answers at that moment.
+    const before = await api('/timeseries');
+    const series = await json(['timeseries']);
+    const after = await api('/timeseries');
+    assert.equal(series.buckets.length, 48);
+    assert.ok([before, after].some((answer) => isDeepStrictEqual(answer, series)), `${series.from}: neither ${before.from} nor ${after.from}`);
+  });
+
+  test('the human form is a short aligned table of the same figures', async () => {
+    const stats = await cli(['query', 'stats', 'alien', '--db', db]);
+    assert.equal(stats.code, 0, stats.stderr);
+    assert.equal(stats.stdout, [
+      'movie             alien',
+      'duration          1m 40s (100 s, set)',
+      'watched           2m 50s (170 s)',
+      'viewers           2',
+      'coverage          2m 20s (140 s)',
+      'rewatched         30s (30 s)',
+      'completed         1 of 2 (50.0 %)',
+      'average coverage  1m 10s (70 s)',
+      'as of             event 7, every stored event included',
+      '',
+    ].join('\n'));
+
+    const retention = await cli(['query', 'retention', 'alien', '--points', '4', '--db', db]);
+    assert.equal(retention.code, 0, retention.stderr);
+    assert.ok(retention.stdout.endsWith([
+      'second  viewers  share',
+      '     0        2  100.0 %',
+      '    25        2  100.0 %',
+      '    50        1   50.0 %',
+      '    75        1   50.0 %',
+      '',
+    ].join('\n')), retention.stdout);
+    assert.match(retention.stdout, /^movie     alien\nduration  1m 40s \(100 s\)\nviewers   2\n/);
+
+    const from = iso(Date.now() - HOUR);
+    const series = await json(['timeseries', '--movie', 'alien', '--from', from]);
+    const text = await cli(['query', 'timeseries', '--movie', 'alien', '--from', from, '--db', db]);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /^series  movie alien, by hour \(UTC\)\n/);
+    const lines = text.stdout.trimEnd().split('\n');
+    const table = lines.slice(lines.indexOf('start                     watched (s)  viewers  events'));
+    assert.deepEqual(table.slice(1), series.buckets.map((b: { start: string; watchTime: number; viewers: number; events: number }) =>
+      `${b.start}  ${String(b.watchTime).padStart(11)}  ${String(b.viewers).padStart(7)}  ${String(b.events).padStart(6)}`));
+    assert.ok(table.some((line) => /Z {10}170 {8}2 {7}6$/.test(line)), text.stdout);
+  });
+
+  test('exit 3 for a movie or user never seen; 2 for a bad option, naming it and its rule as the API\'s 400 does', async () => {
+    for (const args of [['stats', 'nobody'], ['retention', 'nobody'], ['timeseries', '--movie', 'nobody']]) {
+      const run = await cli(['query', ...args, '--db', db]);
+      assert.equal(run.code, 3, args.join(' '));
+      assert.equal(run.stderr, 'watchtime: no events for the movie "nobody"\n');
+    }
+    const user = await cli(['query', 'timeseries', '--user', 'nobody', '--db', db]);
+    assert.equal(user.code, 3);
+    assert.equal(user.stderr, 'watchtime: no events for the user "nobody"\n');
+
+    const far = iso(Date.now() - 40 * 24 * HOUR);
+    const bad: [string[], string, string][] = [
+      [['retention', 'alien', '--points', '0'], 'points', '/movies/alien/retention?points=0'],
+      [['retention', 'alien', '--points', '1001'], 'points', '/movies/alien/retention?points=1001'],
+      [['retention', 'alien', '--points', '2.5'], 'points', '/movies/alien/retention?points=2.5'],
+      [['timeseries', '--interval', 'week'], 'interval', '/timeseries?interval=week'],
+      [['timeseries', '--from', 'yesterday'], 'from', '/timeseries?from=yesterday'],
+      [['timeseries', '--to', '2026-13-01'], 'to', '/timeseries?to=2026-13-01'],
+      [['timeseries', '--from', '2026-02-01', '--to', '2026-01-01'], 'to', '/timeseries?from=2026-02-01&to=2026-01-01'],
+      [['timeseries', '--interval', 'minute', '--from', far], 'to', `/timeseries?interval=minute&from=${far}`],
+    ];
+    for (const [args, option, pathname] of bad) {
+      const run = await cli(['query', ...args, '--db', db]);
+      assert.equal(run.code, 2, `${args.join(' ')}: ${run.stderr}`);
+      const refused = await get(base, pathname);
+      assert.equal(refused.status, 400, pathname);
+      const { pointer, message } = refused.body.errors[0];
+      assert.equal(pointer, `/${option}`);
+      // The API says "points must be …"; the command "invalid --points: must be …".
+      assert.equal(run.stderr, `watchtime: invalid --${option}: ${message.slice(option.length + 1)}\n`);
+    }
+    const far40 = await cli(['query', 'timeseries', '--interval', 'minute', '--from', far, '--db', db]);
+    assert.match(far40.stderr, /at most 44640 are answered at once/);
+
+    const both = await cli(['query', 'timeseries', '--movie', 'alien', '--user', 'ann', '--db', db]);
+    assert.equal(both.code, 2);
+    assert.match(both.stderr, /--movie <slug>' cannot be used with option '--user <user>'/);
+    assert.equal((await cli(['query', 'stats', '', '--db', db])).code, 2);
+    assert.equal((await cli(['query', 'timeseries', '--user', 'a\u0001b', '--db', db])).code, 2);
+  });
+
+  test('under sum accounting, stats and retention exit 1 with the API\'s reason; time series still answer', async (t) => {
+    const cleanup = cleanupAfter(t);
+    const sumDb = path.join(tempDir(cleanup), 'sum.db');
+    const server = await serve(cleanup, sumDb, { rule: { accounting: 'sum' } });
+    await ingest(server.url, [{ user: 'ann', slug: 'alien', at: 30 }, { user: 'ann', slug: 'alien', at: 45 }], 1);
+    await analyticsCaughtUp(server.url);
+    const refused = await get(server.url, '/movies/alien/stats');
+    assert.equal(refused.status, 409);
+    for (const args of [['stats', 'alien'], ['retention', 'alien', '--points', '3']]) {
+      const run = await cli(['query', ...args, '--db', sumDb, '--json']);
+      assert.equal(run.code, 1, args.join(' '));
+      assert.equal(run.stdout, '');
+      assert.equal(run.stderr, `watchtime: ${refused.body.detail}\n`);
+      assert.match(run.stderr, /under sum accounting/);
+    }
+    assert.equal((await cli(['query', 'stats', 'nobody', '--db', sumDb])).code, 3, 'not found first, as the API');
+    const from = iso(Date.now() - HOUR);
+    const run = await cli(['query', 'timeseries', '--movie', 'alien', '--from', from, '--db', sumDb, '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const series = JSON.parse(run.stdout);
+    assert.deepEqual(series, (await get(server.url, `/movies/alien/timeseries?from=${from}`)).body);
+    assert.equal(series.buckets.reduce((sum: number, b: { watchTime: number }) => sum + b.watchTime, 0), 75, 'sum credits each at');
   });
 });
 

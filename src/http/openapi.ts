@@ -4,8 +4,28 @@
 import { readFileSync } from 'node:fs';
 import type { TSchema } from 'typebox';
 import Type from 'typebox';
+import { DEFAULT_POINTS, MAX_POINTS, NoCoverageError, TOP_NOW, WINDOW_SECONDS } from '../analytics/answers.ts';
+import { DEFAULT_BUCKETS, INTERVALS, MAX_BUCKETS } from '../analytics/buckets.ts';
+import { INTERVAL_RULE, POINTS_RULE, TIME_RULE } from '../analytics/params.ts';
 import { MAX_BATCH_EVENTS, WatchEvent } from '../event.ts';
-import { IngestResult, Live, MoviesPage, MovieTotals, PairTotals, Problem, Ready, Stats, UserMoviesPage, UserTotals } from './schemas.ts';
+import {
+  DurationSet,
+  IngestResult,
+  Live,
+  MoviesPage,
+  MovieStats,
+  MovieTotals,
+  PairTotals,
+  Problem,
+  Ready,
+  RetentionCurve,
+  SetDuration,
+  Stats,
+  TimeSeries,
+  UserMoviesPage,
+  UserTotals,
+  ViewersNow,
+} from './schemas.ts';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -13,13 +33,13 @@ const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.me
 export const PROBLEM_TYPES: Record<string, { status: number; title: string; explanation: string }> = {
   'invalid-event': { status: 400, title: 'Invalid event', explanation: 'An event breaks a rule of the event schema; `errors` names each field and rule. Nothing of the request was stored.' },
   'invalid-body': { status: 400, title: 'Invalid body', explanation: 'The body is not JSON, or not UTF-8. Nothing was stored.' },
-  'invalid-request': { status: 400, title: 'Invalid request', explanation: 'An empty or over-long batch, an NDJSON line that is not JSON, a name in the path that breaks the rules, bad percent-encoding, or a bad query parameter.' },
+  'invalid-request': { status: 400, title: 'Invalid request', explanation: `An empty or over-long batch, an NDJSON line that is not JSON, a name in the path that breaks the rules, bad percent-encoding, a bad query parameter (a time series range of more than ${MAX_BUCKETS} buckets among them), or a movie's duration that is not a positive whole number of seconds. \`errors\` names the parameter or member and its rule.` },
   unauthorized: { status: 401, title: 'Unauthorized', explanation: 'The server requires `Authorization: Bearer <token>` for this request, and it is missing or wrong.' },
   'not-found': { status: 404, title: 'Not found', explanation: 'No events for this user, movie or pair; or no such route.' },
   'not-acceptable': { status: 406, title: 'Not acceptable', explanation: 'GET / is the dashboard, for a browser (Accept: text/html); events go to POST /.' },
   'coverage-needs-progress': { status: 409, title: 'No coverage under sum accounting', explanation: 'Coverage, retention and completion count the seconds each event covers, [prev, at), and an event covers seconds only under `progress` accounting; under `sum` it credits its `at` and covers none. Time series and viewers now still answer. `watchtime rebuild --accounting progress` recomputes the database under the rule that has them.' },
   'method-not-allowed': { status: 405, title: 'Method not allowed', explanation: 'The ingest paths take POST only; `Allow` says so.' },
-  'body-too-large': { status: 413, title: 'Body too large', explanation: 'The body, once decoded, is larger than the server reads (16 MiB). The server answers as soon as it knows, then reads and drops the rest for a few seconds so that the client can read the answer. Nothing was stored.' },
+  'body-too-large': { status: 413, title: 'Body too large', explanation: 'The body, once decoded, is larger than the server reads (16 MiB; 1 KiB for a movie\'s duration). The server answers as soon as it knows, then reads and drops the rest for a few seconds so that the client can read the answer. Nothing was stored.' },
   'unsupported-media-type': { status: 415, title: 'Unsupported media type', explanation: 'A Content-Type other than JSON or NDJSON, a charset other than UTF-8, or a Content-Encoding other than gzip or identity (`Accept-Encoding` says which). No Content-Type at all is read as JSON.' },
   'queue-full': { status: 503, title: 'Ingest queue full', explanation: 'The server holds as many events as it may; retry after `Retry-After` seconds. Nothing of the request was stored.' },
   'busy-reading': { status: 503, title: 'Busy reading other bodies', explanation: 'The request bodies the server is reading at once hold as many bytes as it allows (`--body-memory`); retry after `Retry-After` seconds. Nothing of the request was read or stored.' },
@@ -45,6 +65,12 @@ export const SCHEMAS: Record<string, TSchema> = {
   Live,
   Ready,
   Stats,
+  MovieStats,
+  RetentionCurve,
+  TimeSeries,
+  ViewersNow,
+  SetDuration,
+  DurationSet,
   Problem,
 };
 
@@ -58,9 +84,19 @@ const problemExample = (kind: string, detail: string, extra: object = {}) => ({
   ...extra,
 });
 
-function problems(...kinds: string[]) {
+/** Examples of a problem kind as this operation answers it, by name; its explanation is the example otherwise. */
+type ProblemExamples = Record<string, Record<string, ReturnType<typeof problemExample>>>;
+
+function problems(...kinds: (string | ProblemExamples)[]) {
+  const own = Object.assign({}, ...kinds.filter((k) => typeof k === 'object')) as ProblemExamples;
   const byStatus = new Map<number, string[]>();
-  for (const kind of kinds) byStatus.set(PROBLEM_TYPES[kind].status, [...(byStatus.get(PROBLEM_TYPES[kind].status) ?? []), kind]);
+  for (const kind of kinds.filter((k) => typeof k === 'string')) {
+    byStatus.set(PROBLEM_TYPES[kind].status, [...(byStatus.get(PROBLEM_TYPES[kind].status) ?? []), kind]);
+  }
+  const examplesOf = (kind: string) =>
+    Object.keys(own[kind] ?? {}).length > 0
+      ? Object.entries(own[kind]).map(([name, value]) => [name, { value }])
+      : [[kind, { value: problemExample(kind, PROBLEM_TYPES[kind].explanation) }]];
   return Object.fromEntries(
     [...byStatus].map(([status, list]) => [
       String(status),
@@ -69,7 +105,7 @@ function problems(...kinds: string[]) {
         content: {
           'application/problem+json': {
             schema: ref('Problem'),
-            examples: Object.fromEntries(list.map((k) => [k, { value: problemExample(k, PROBLEM_TYPES[k].explanation) }])),
+            examples: Object.fromEntries(list.flatMap(examplesOf)),
           },
         },
       },
@@ -142,6 +178,129 @@ function lookup(operationId: string, summary: string, parameters: object[], sche
   };
 }
 
+// The analytics of SPEC section 7.
+
+const progressNote =
+  ' Every answer says how far the analytics have got: `asOf`, the number of the last event included, and `lagEvents`, ' +
+  'the events stored after it (the analytics follow ingest off its path, by about a second under steady load).';
+const noCoverageExample = problemExample('coverage-needs-progress', new NoCoverageError().message);
+const invalidParameterExample = (parameter: string, message: string) =>
+  problemExample('invalid-request', `invalid query parameter ${parameter}`, { errors: [{ pointer: `/${parameter}`, message }] });
+
+/** A GET of the analytics: `kinds` are the problems it answers besides 401, 503 and 500; `invalid`, its 400's examples. */
+function analyticsRead(operationId: string, summary: string, description: string, parameters: object[], schema: string, example: unknown,
+  kinds: string[], invalid: Record<string, ReturnType<typeof problemExample>>) {
+  return {
+    operationId,
+    summary,
+    description: description + progressNote,
+    security: [{}, { bearer: [] }],
+    parameters,
+    responses: {
+      200: json(schema, example, summary),
+      ...problems(...kinds, 'unauthorized', 'storage-unavailable', 'internal', {
+        'invalid-request': invalid,
+        ...(kinds.includes('coverage-needs-progress') ? { 'coverage-needs-progress': { 'sum-accounting': noCoverageExample } } : {}),
+      }),
+    },
+  };
+}
+
+const exampleSlug = '1dpi4qtavjwtr';
+const progressExample = { asOf: 125_000, lagEvents: 12 };
+const statsExample = {
+  slug: exampleSlug, duration: 5400, durationSource: 'set', watchTime: 98_120, viewers: 41, coverage: 91_200, rewatched: 98_120 - 91_200,
+  completed: 12, completionRate: 12 / 41, averageCoverage: 91_200 / 41, ...progressExample,
+};
+const retentionExample = {
+  slug: exampleSlug, duration: 5400, viewers: 41,
+  points: [[0, 41], [1350, 30], [2700, 22], [4050, 14]].map(([second, viewers]) => ({ second, viewers, share: viewers / 41 })),
+  ...progressExample,
+};
+const seriesExample = {
+  interval: 'hour', from: '2026-11-25T19:00:00.000Z', to: '2026-11-25T22:00:00.000Z',
+  buckets: [
+    { start: '2026-11-25T19:00:00.000Z', watchTime: 0, viewers: 0, events: 0 },
+    { start: '2026-11-25T20:00:00.000Z', watchTime: 41_250, viewers: 17, events: 4_130 },
+    { start: '2026-11-25T21:00:00.000Z', watchTime: 56_870, viewers: 24, events: 5_740 },
+  ],
+  ...progressExample,
+};
+const viewersExample = {
+  viewers: 37, windowSeconds: WINDOW_SECONDS, movies: [{ slug: exampleSlug, viewers: 12 }, { slug: '8kq2zr0bmw1te', viewers: 9 }], ...progressExample,
+};
+
+const pointsParameter = {
+  name: 'points',
+  in: 'query',
+  description: 'How many seconds of the movie to answer, spread evenly over its duration: floor(i * duration / points) for i = 0 .. points - 1.',
+  schema: { type: 'integer', minimum: 1, maximum: MAX_POINTS, default: DEFAULT_POINTS },
+  example: DEFAULT_POINTS,
+};
+const seriesParameters = [
+  {
+    name: 'interval',
+    in: 'query',
+    description: 'The buckets: UTC minutes, hours or days of the events\' receive time.',
+    schema: { type: 'string', enum: [...INTERVALS], default: 'hour' },
+    example: 'hour',
+  },
+  {
+    name: 'from',
+    in: 'query',
+    description: 'ISO 8601; a date alone is its midnight, a time without an offset is UTC. The first bucket is the one that holds it. ' +
+      `Default: ${DEFAULT_BUCKETS} buckets before \`to\`.`,
+    schema: { type: 'string', format: 'date-time' },
+    example: '2026-11-25T19:00:00Z',
+  },
+  {
+    name: 'to',
+    in: 'query',
+    description: 'ISO 8601, excluded: the last bucket is the last one that starts before it. Default: the end of the bucket that holds now. ' +
+      `At most ${MAX_BUCKETS} buckets are answered at once.`,
+    schema: { type: 'string', format: 'date-time' },
+    example: '2026-11-25T22:00:00Z',
+  },
+];
+const seriesInvalid = {
+  'too-many-buckets': invalidParameterExample('to', `to the range holds ${MAX_BUCKETS + 1} minute buckets; at most ${MAX_BUCKETS} are answered at once`),
+  'bad-interval': invalidParameterExample('interval', `interval ${INTERVAL_RULE}`),
+  'bad-time': invalidParameterExample('from', `from ${TIME_RULE}`),
+};
+const seriesDescription =
+  'Every bucket of [from, to), empty ones included: `watchTime`, the seconds credited by the events received in it; `viewers`, ' +
+  `the distinct users with a credited event in it; \`events\`, the events received in it. More than ${MAX_BUCKETS} buckets at once is a 400 that says the limit.`;
+const series = (operationId: string, summary: string, scope: object[], kinds: string[], note = '') =>
+  analyticsRead(operationId, summary, seriesDescription + note, [...scope, ...seriesParameters], 'TimeSeries', seriesExample, kinds, seriesInvalid);
+
+/** PUT /movies/{slug}: a write, guarded by the ingest token as POST is. */
+const setDurationOperation = {
+  operationId: 'setDuration',
+  summary: "Set a movie's duration",
+  description:
+    'The duration that stats, completion and retention use, in place of the largest `at` among the movie\'s events; kept across ' +
+    '`watchtime rebuild`. Adds the movie if it has no events yet. Needs the ingest token when the server has one. A body over 1 KiB is 413.',
+  security: [{}, { bearer: [] }],
+  parameters: [nameParameter('slug')],
+  requestBody: {
+    required: true,
+    content: { 'application/json': { schema: ref('SetDuration'), examples: { duration: { value: { duration: 5400 } } } } },
+  },
+  responses: {
+    200: json('DurationSet', { slug: exampleSlug, duration: 5400 }, 'Set, and on disk.'),
+    ...problems('invalid-request', 'invalid-body', 'unauthorized', 'body-too-large', 'unsupported-media-type', 'busy-reading',
+      'storage-unavailable', 'internal', {
+        'invalid-request': {
+          'not-positive': problemExample('invalid-request', 'invalid duration; nothing was stored', {
+            errors: [{ pointer: '/duration', message: 'duration must be a positive whole number of seconds, at most 2147483647' }],
+          }),
+          missing: problemExample('invalid-request', 'invalid duration; nothing was stored', { errors: [{ pointer: '/duration', message: 'duration is required' }] }),
+        },
+        'invalid-body': { 'not-json': problemExample('invalid-body', 'the body is not JSON') },
+      }),
+  },
+};
+
 export function openApiDocument() {
   return {
     openapi: '3.1.0',
@@ -150,7 +309,8 @@ export function openApiDocument() {
       version: VERSION,
       description:
         'Ingests video watch-progress events and answers, at any moment, the watch time of each movie, of each ' +
-        'user, and the latest moment each user reached in each movie. Errors are RFC 9457 problem details; ' +
+        'user, and the latest moment each user reached in each movie; and, from the same events, each movie\'s coverage, ' +
+        'completion and retention, watch time over time, and who is watching now. Errors are RFC 9457 problem details; ' +
         'every problem answer carries an X-Request-Id.',
     },
     paths: {
@@ -192,6 +352,34 @@ export function openApiDocument() {
       '/movies': {
         get: lookup('topMovies', 'Movies by total watch time, largest first', pageParameters, 'MoviesPage',
           { items: [movieExample], limit: 1, offset: 0, next: '/movies?limit=1&offset=1' }),
+      },
+      '/movies/{slug}': { put: setDurationOperation },
+      '/movies/{slug}/stats': {
+        get: analyticsRead('movieStats', "A movie's duration, coverage, rewatching and completion",
+          'A pair (user, movie) covers the distinct seconds [prev, at) of its credited events. `coverage` and `rewatched` ' +
+            '(watchTime - coverage) are summed over the movie\'s pairs; `viewers` are its pairs with coverage, `completed` those that ' +
+            'covered at least 90 % of the duration. Under `sum` accounting an event covers nothing: 409.',
+          [nameParameter('slug')], 'MovieStats', statsExample, ['invalid-request', 'not-found', 'coverage-needs-progress'], {}),
+      },
+      '/movies/{slug}/retention': {
+        get: analyticsRead('movieRetention', "A movie's retention curve: how many viewers each moment kept",
+          'At each of `points` seconds of the duration, how many of the movie\'s pairs cover it, and their share of its viewers. ' +
+            'Under `sum` accounting an event covers nothing: 409.',
+          [nameParameter('slug'), pointsParameter], 'RetentionCurve', retentionExample, ['invalid-request', 'not-found', 'coverage-needs-progress'],
+          { 'bad-points': invalidParameterExample('points', `points ${POINTS_RULE}`) }),
+      },
+      '/timeseries': { get: series('serviceTimeSeries', "The service's watch time, viewers and events over time", [], ['invalid-request']) },
+      '/movies/{slug}/timeseries': {
+        get: series('movieTimeSeries', "A movie's watch time, viewers and events over time", [nameParameter('slug')], ['invalid-request', 'not-found']),
+      },
+      '/users/{user}/timeseries': {
+        get: series('userTimeSeries', "A user's watch time and events over time", [nameParameter('user')], ['invalid-request', 'not-found'],
+          ' For a user, `viewers` is 1 in a bucket where they were credited, else 0.'),
+      },
+      '/viewers': {
+        get: analyticsRead('viewersNow', 'Who is watching now',
+          `The distinct users with an event received in the last ${WINDOW_SECONDS} seconds, and the ${TOP_NOW} movies with the most of them.`,
+          [], 'ViewersNow', viewersExample, [], {}),
       },
       '/livez': { get: { operationId: 'livez', summary: 'The process is up', responses: { 200: json('Live', { status: 'live' }, 'Live') } } },
       '/readyz': {

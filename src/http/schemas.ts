@@ -57,3 +57,8 @@ export const Problem = Type.Object({
   ),
 }, { description: 'RFC 9457 problem details; /readyz adds queue, database and accounting.' });
 
+
+// The analytics answers (SPEC section 7) and a movie's duration: their shapes
+// are the analytics' own, made and answered by src/analytics/answers.ts for
+// the API and the command line alike.
+export { DurationSet, MovieStats, RetentionCurve, SetDuration, TimeSeries, ViewersNow } from '../analytics/answers.ts';

@@ -5,8 +5,6 @@ import type { ServerResponse } from 'node:http';
 import type { Request } from 'polka';
 import { Compile } from 'typebox/compile';
 import {
-  DEFAULT_POINTS,
-  MAX_POINTS,
   movieStats,
   NoCoverageError,
   retentionCurve,
@@ -14,13 +12,14 @@ import {
   timeSeries,
   viewersNow,
 } from '../../analytics/answers.ts';
-import { INTERVALS, RangeProblem, type Interval } from '../../analytics/buckets.ts';
+import { RangeProblem } from '../../analytics/buckets.ts';
+import { ParameterError, parseInterval, parsePoints, parseTime, rangeError } from '../../analytics/params.ts';
 import type { EventSink } from '../../ingest/sink.ts';
 import type { SeriesScope } from '../../store/analytics-rows.ts';
 import { nothingFor, type Store } from '../../store/store.ts';
 import type { On } from '../answering.ts';
 import { bodyFormat, readBody, type BodyLimits } from '../body.ts';
-import { intParam, nameParam } from '../params.ts';
+import { nameParam } from '../params.ts';
 import { badRequest, HttpProblem, notFound, sendJson } from '../problem.ts';
 
 export interface AnalyticsRouteOptions {
@@ -33,31 +32,18 @@ export interface AnalyticsRouteOptions {
 const DURATION_BODY_BYTES = 1024;
 const durationValidator = Compile(SetDuration);
 
-/** ISO 8601: a date, or a date and time; a time without an offset is UTC. */
-const ISO_8601 = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$/i;
-
-function timeParam(req: Request, name: 'from' | 'to'): number | undefined {
-  const raw = req.query[name];
-  if (raw === undefined || raw === '') return undefined;
-  const text = String(raw);
-  const match = ISO_8601.exec(text);
-  const ms = match ? Date.parse(match[1] === undefined && text.length > 10 ? `${text}Z` : text) : NaN;
-  if (Number.isNaN(ms)) {
-    throw badRequest(`invalid query parameter ${name}`, [
-      { pointer: `/${name}`, message: `${name} must be an ISO 8601 date or date-time, such as 2026-11-30 or 2026-11-30T12:00:00Z` },
-    ]);
+/** A parameter of the query string, parsed as the command line parses its option: 400 naming it and its rule. */
+function queryParam<T>(req: Request, name: string, parse: (raw: unknown) => T): T {
+  try {
+    return parse(req.query[name]);
+  } catch (error) {
+    if (!(error instanceof ParameterError)) throw error;
+    throw invalidParameter(error);
   }
-  return ms;
 }
 
-function intervalParam(req: Request): Interval {
-  const raw = req.query.interval;
-  if (raw === undefined || raw === '') return 'hour';
-  if (!(INTERVALS as readonly unknown[]).includes(raw)) {
-    throw badRequest('invalid query parameter interval', [{ pointer: '/interval', message: `interval must be one of ${INTERVALS.join(', ')}` }]);
-  }
-  return raw as Interval;
-}
+const invalidParameter = ({ parameter, message }: ParameterError) =>
+  badRequest(`invalid query parameter ${parameter}`, [{ pointer: `/${parameter}`, message }]);
 
 const noCoverage = (error: NoCoverageError) => new HttpProblem(409, 'coverage-needs-progress', 'No coverage under sum accounting', error.message);
 
@@ -83,20 +69,20 @@ export function analyticsRoutes(on: On, { store, sink, bodyLimits }: AnalyticsRo
 
   on('GET', '/movies/:slug/retention', async (req, res) => {
     const slug = nameParam(req, 'slug');
-    const points = intParam(req, 'points', 1, MAX_POINTS, DEFAULT_POINTS);
+    const points = queryParam(req, 'points', parsePoints);
     sendJson(res, 200, await coverageAnswer(slug, () => retentionCurve(analytics, slug, points)));
   });
 
   const series = (scopeOf: (req: Request) => SeriesScope) => async (req: Request, res: ServerResponse) => {
     const scope = scopeOf(req);
-    const interval = intervalParam(req);
-    const range = { from: timeParam(req, 'from'), to: timeParam(req, 'to') };
+    const interval = queryParam(req, 'interval', parseInterval);
+    const range = { from: queryParam(req, 'from', (raw) => parseTime('from', raw)), to: queryParam(req, 'to', (raw) => parseTime('to', raw)) };
     let answer;
     try {
       answer = await timeSeries(analytics, scope, interval, range);
     } catch (error) {
       if (!(error instanceof RangeProblem)) throw error;
-      throw badRequest(`invalid query parameter ${error.parameter}`, [{ pointer: `/${error.parameter}`, message: `${error.parameter} ${error.message}` }]);
+      throw invalidParameter(rangeError(error));
     }
     if (answer === undefined) throw notFound(scope.kind === 'movie' ? nothingFor.movie(scope.slug) : nothingFor.user((scope as { user: string }).user));
     sendJson(res, 200, answer);
