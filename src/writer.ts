@@ -95,8 +95,9 @@ export async function openWriter(
         }).start();
 
   const close = async (log: Logger) => {
-    await follower.stop();
     await queue.close();
+    // After the last flush, so that the follower may catch up with it.
+    await follower.stop();
     try {
       store.checkpoint?.();
     } catch (error) {

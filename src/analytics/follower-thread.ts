@@ -7,6 +7,7 @@ import { setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { SqliteFollowing } from '../store/sqlite-analytics.ts';
+import { followChunk } from './follow.ts';
 import { Follower } from './follower.ts';
 
 /**
@@ -14,6 +15,9 @@ import { Follower } from './follower.ts';
  * hold up, and the larger a round, the more of its writes fall on the same rows.
  */
 export const THREAD_ROUND_EVENTS = 5_000;
+
+/** How long a stopping server's follower may go on following what is stored. */
+const CATCH_UP_AT_STOP_MS = 2_000;
 
 interface Setup {
   databaseFile: string;
@@ -74,6 +78,9 @@ async function runThread(): Promise<void> {
   ).start();
   parentPort!.once('message', async () => {
     await follower.stop();
+    // A server that stops leaves the analytics caught up with what it stored, when that is quick.
+    const until = Date.now() + CATCH_UP_AT_STOP_MS;
+    while (Date.now() < until && following.followRound(THREAD_ROUND_EVENTS, followChunk) > 0);
     following.close();
     parentPort!.close();
   });

@@ -2,7 +2,7 @@
 // the log line its kind deserves, or nothing for a client that has gone.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FlushError, QueueClosedError, QueueFullError } from '../ingest/queue.ts';
-import { StoreUnavailableError } from '../store/store.ts';
+import { StoreBusyError, StoreUnavailableError } from '../store/store.ts';
 import type { EpisodeLog, Logger } from '../log.ts';
 import { ClientGoneError, discardRest } from './body.ts';
 import { HttpProblem, sendProblem, serviceUnavailable } from './problem.ts';
@@ -15,7 +15,8 @@ function toProblem(error: unknown): HttpProblem {
   if (error instanceof HttpProblem) return error;
   if (error instanceof QueueFullError) return serviceUnavailable('queue-full', 'Ingest queue full', error.message);
   if (error instanceof QueueClosedError) return serviceUnavailable('shutting-down', 'Shutting down', error.message);
-  if (error instanceof FlushError || error instanceof StoreUnavailableError) {
+  // Busy: a write outside the queue (a movie's duration) met another process's write lock (a rebuild).
+  if (error instanceof FlushError || error instanceof StoreUnavailableError || error instanceof StoreBusyError) {
     return serviceUnavailable('storage-unavailable', 'Storage unavailable', error.message);
   }
   return new HttpProblem(500, 'internal', 'Internal error', 'the server failed to answer; see its log');
