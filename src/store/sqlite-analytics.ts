@@ -71,8 +71,10 @@ export class SqliteFollowing {
   private readonly analytics: Database.Database;
   private readonly q: Statements<FollowQuery>;
   private readonly reset: string;
-  private readonly write: Database.Transaction<(write: ReturnType<ChunkApplier>, generation: number) => void>;
+  private readonly round: Database.Transaction<(limit: number, apply: ChunkApplier) => number>;
   private readonly kept = new LRUCache<string, PairAnalytics>({ max: KEPT_PAIRS });
+  /** The analytics file's data_version after this follower's last round: another writer of it voids the kept states. */
+  private keptAt = -1;
 
   constructor(databaseFile: string) {
     this.events = new Database(databaseFile, { readonly: true, fileMustExist: true });
@@ -91,15 +93,31 @@ export class SqliteFollowing {
       }
       this.q = prepare(FOLLOW_QUERIES, (name) => (EVENT_QUERIES.has(name) ? this.events : this.analytics));
       this.reset = namedQueries('sqlite', ['reset'], 'analytics.sql').reset;
-      this.write = this.analytics.transaction((write, generation) => this.store(write, generation));
+      this.round = this.analytics.transaction((limit, apply) => this.roundInside(limit, apply));
     } catch (error) {
       this.close();
       throw error;
     }
   }
 
-  /** One round: the events after the cursor (at most `limit`), applied and written with the new cursor. */
+  /**
+   * One round: the events after the cursor (at most `limit`), applied and
+   * written with the new cursor, in one IMMEDIATE transaction of the
+   * analytics file, so that two followers of one file cannot both apply
+   * the same events.
+   */
   followRound(limit: number, apply: ChunkApplier): number {
+    try {
+      return this.round.immediate(limit, apply);
+    } catch (error) {
+      // apply() changed kept states in place; the round did not commit them.
+      this.kept.clear();
+      throw error;
+    }
+  }
+
+  private roundInside(limit: number, apply: ChunkApplier): number {
+    if (this.analytics.pragma('data_version', { simple: true }) !== this.keptAt) this.kept.clear();
     const followed = this.q.followed.get() as Followed | undefined;
     if (followed === undefined) return 0; // a database without settings yet
     let state = this.q.state.get() as { cursor: number; generation: number } | undefined;
@@ -128,14 +146,9 @@ export class SqliteFollowing {
       if (row) pairs.set(key, { ...row, userId, movieId, intervals: decodeIntervals(row.intervals) });
     }
     const write = apply({ accounting: followed.accounting, maxStep: followed.maxStep }, events, pairs);
-    try {
-      this.write(write, followed.generation);
-    } catch (error) {
-      // apply() changed kept states in place; the round did not commit them.
-      this.kept.clear();
-      throw error;
-    }
+    this.store(write, followed.generation);
     for (const pair of write.pairs) this.kept.set(pairKeyOf(pair.userId, pair.movieId), pair);
+    this.keptAt = this.analytics.pragma('data_version', { simple: true }) as number;
     return events.length;
   }
 
