@@ -58,9 +58,17 @@ ON CONFLICT (movie_id, part) DO UPDATE SET watched = t.watched + excluded.watche
   last_seq = greatest(t.last_seq, excluded.last_seq);
 
 -- name: swap
+-- In the transaction that holds the follower's lock (no round under way) and
+-- the batches' lock alone. The analytics are emptied and their cursor set back
+-- to 0, as SQLite's reset does: the follower derives them again from the
+-- events under the new rule. Readers that read them in two statements lock
+-- them first (analytics.sql: snapshot), so none sees them emptied beside the
+-- old cursor.
 DROP TABLE user_movies, movie_totals;
 ALTER TABLE next_user_movies RENAME TO user_movies;
 ALTER TABLE next_movie_totals RENAME TO movie_totals;
+TRUNCATE pair_coverage, movie_coverage, retention_changes, series, series_viewers;
+UPDATE settings SET analytics_seq = 0 WHERE id = 1;
 
 -- What a rebuild says of itself, for a server to read (queries.sql:
 -- rebuildState): its start, its progress once a chunk, and its end, in a row

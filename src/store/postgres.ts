@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { LRUCache } from 'lru-cache';
 import pg from 'pg';
 import type { AccountingRule } from '../accounting.ts';
+import { PostgresAnalytics } from './postgres-analytics.ts';
 import { page, withIsoTime, type Row } from './rows.ts';
 import { migrations, namedQueries } from './sql-files.ts';
 import { advance, pairKey, Tally, type PairRow, type TotalDelta } from './tally.ts';
@@ -63,6 +64,8 @@ const BATCHES_IN_FLIGHT = 4;
 const MIGRATION_LOCK = 7_477_001;
 /** Every batch's write holds it shared (watchtime_write_batch); a rebuild takes it alone to see no batch writing. */
 const BATCHES_LOCK = 7_477_002;
+/** An analytics follower's round holds it (sql/postgres/analytics.sql: followLock); a rebuild's swap takes it to reset the analytics. */
+const FOLLOWER_LOCK = 7_477_003;
 
 // bigint and numeric columns as numbers: every count and time here is far below 2^53.
 const types = {
@@ -99,11 +102,14 @@ export class PostgresStore implements Store {
 
   readonly batchesInFlight = BATCHES_IN_FLIGHT;
   private retries = 0;
+  readonly analytics: PostgresAnalytics;
 
   private constructor(
     private readonly pool: pg.Pool,
     readonly label: string,
-  ) {}
+  ) {
+    this.analytics = new PostgresAnalytics(pool, { transaction: (work, begin) => this.transaction(work, begin), unreachable });
+  }
 
   /** Connects, and applies the migrations unless read-only. */
   static async open(
@@ -146,11 +152,11 @@ export class PostgresStore implements Store {
     });
   }
 
-  private async transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  private async transaction<T>(work: (client: pg.PoolClient) => Promise<T>, begin = 'BEGIN'): Promise<T> {
     const client = await this.pool.connect();
     let committing = false;
     try {
-      await client.query('BEGIN');
+      await client.query(begin);
       const result = await work(client);
       committing = true;
       await client.query('COMMIT');
@@ -345,8 +351,10 @@ export class PostgresStore implements Store {
    * 2. builds next_* from those events, one pair at a time in number order,
    *    through advance() as live ingest does;
    * 3. catches up with the events that arrived meanwhile, in rounds;
-   * 4. holds that lock again, catches up with the last few, and swaps
-   *    the tables in. Readers see the old totals or the new, never a mix.
+   * 4. holds that lock again, catches up with the last few, swaps the
+   *    tables in and empties the analytics, which the follower derives
+   *    again under the new rule. Readers see the old totals or the new,
+   *    never a mix.
    */
   async rebuild(rule: AccountingRule, onProgress?: (progress: RebuildProgress) => void): Promise<RebuildProgress> {
     const upTo = await this.transaction((client) => this.lastCommittedSeq(client));
@@ -412,6 +420,9 @@ export class PostgresStore implements Store {
       onProgress?.({ done, total: Math.max(total, done) });
     }
     await this.transaction(async (client) => {
+      // First, before the batches' lock: a follower's round under way ends (ingest goes on meanwhile), and no
+      // other starts until the swap, which resets the analytics, commits.
+      await client.query('SELECT pg_advisory_xact_lock($1)', [FOLLOWER_LOCK]);
       const to = await this.lastCommittedSeq(client);
       done += await this.catchUp(client, rule, from, to);
       await client.query(R.swap);

