@@ -106,11 +106,12 @@ GROUP BY 1 ORDER BY 1;
 -- <db>-analytics
 SELECT count(DISTINCT user_id) FROM pair_coverage WHERE last_received_at >= ?;
 
--- name: topMoviesSince
--- <db>-analytics
+-- name: moviesSince
+-- <db>-analytics: every movie watched in the window; the answer orders them by
+-- viewers, then by slug, which only <db> knows.
 SELECT movie_id AS movieId, count(*) AS viewers FROM pair_coverage
 WHERE last_received_at >= ?
-GROUP BY movie_id ORDER BY viewers DESC, movie_id LIMIT ?;
+GROUP BY movie_id;
 
 -- name: setDuration
 -- <db>

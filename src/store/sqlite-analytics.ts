@@ -46,7 +46,7 @@ const FOLLOW_QUERIES = [
   'followed', 'eventsAfter', 'state', 'setState', 'pairState', 'writePair', 'addToMovie', 'addRetention', 'addSeen', 'addSeries',
 ] as const;
 type FollowQuery = (typeof FOLLOW_QUERIES)[number];
-const READ_QUERIES = ['state', 'movieCoverage', 'completed', 'retention', 'series', 'viewersSince', 'topMoviesSince'] as const;
+const READ_QUERIES = ['state', 'movieCoverage', 'completed', 'retention', 'series', 'viewersSince', 'moviesSince'] as const;
 const MAIN_QUERIES = ['followed', 'movie', 'movieId', 'userId', 'slug', 'setDuration'] as const;
 const EVENT_QUERIES = new Set<string>(['followed', 'eventsAfter']);
 
@@ -273,10 +273,12 @@ export class SqliteAnalytics implements AnalyticsStore {
     return this.reading((file, { asOf, lagEvents }) => {
       if (file === undefined || asOf === 0) return { asOf, lagEvents, viewers: 0, movies: [] };
       const viewers = file.q.viewersSince.get(since) as number;
-      const movies = (file.q.topMoviesSince.all(since, top) as { movieId: number; viewers: number }[]).map(({ movieId, viewers }) => ({
+      const watched = (file.q.moviesSince.all(since) as { movieId: number; viewers: number }[]).map(({ movieId, viewers }) => ({
         slug: this.main.slug.get(movieId) as string,
         viewers,
       }));
+      // Ties by the slug's bytes, as PostgreSQL's COLLATE "C" orders them.
+      const movies = watched.sort((a, b) => b.viewers - a.viewers || Buffer.compare(Buffer.from(a.slug), Buffer.from(b.slug))).slice(0, top);
       return { asOf, lagEvents, viewers, movies };
     });
   }
