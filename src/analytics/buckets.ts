@@ -30,12 +30,14 @@ export class RangeProblem extends Error {
 
 /**
  * The buckets' starts for [from, to): the bucket holding `from` first, each
- * bucket that starts before `to` after it. Missing ends default to the last
- * DEFAULT_BUCKETS buckets up to the one holding `now`.
+ * bucket that starts before `to` after it, whole: the range answered runs
+ * from the first bucket's start to the last one's end. Missing ends default
+ * to the last DEFAULT_BUCKETS buckets up to the one holding `now`.
  */
 export function bucketStarts(interval: Interval, range: { from?: number; to?: number }, now: number): { from: number; to: number; starts: number[] } {
   const size = BUCKET_MS[interval];
-  const to = range.to ?? bucketStart(now, interval) + size;
+  if (range.from !== undefined && range.to !== undefined && range.to <= range.from) throw new RangeProblem('to', 'must be later than from');
+  const to = range.to === undefined ? bucketStart(now, interval) + size : Math.ceil(range.to / size) * size;
   const from = bucketStart(range.from ?? to - DEFAULT_BUCKETS * size, interval);
   if (from >= to) throw new RangeProblem('to', 'must be later than from');
   const count = Math.ceil((to - from) / size);
