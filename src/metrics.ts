@@ -47,6 +47,8 @@ export interface WriterSources {
   analytics?: () => Awaitable<{ asOf: number; lagEvents: number }>;
   /** Events this process's follower applied, all time. */
   analyticsApplied?: () => number;
+  /** The follower's rounds that failed, all time. */
+  analyticsFailures?: () => number;
   /** HTTP workers running, when workers serve HTTP and this process only writes. */
   workers?: () => number;
   /** Workers that died and were started again. */
@@ -317,7 +319,7 @@ class WriterMetrics {
         if (bytes !== undefined) this.set(bytes);
       },
     });
-    const { workers, workerRestarts, batchRetries, analytics, analyticsApplied } = sources;
+    const { workers, workerRestarts, batchRetries, analytics, analyticsApplied, analyticsFailures } = sources;
     new client.Gauge({
       name: 'watchtime_analytics_lag_events',
       help: 'Events stored that the analytics (stats, retention, time series, viewers now) do not include yet.',
@@ -331,6 +333,12 @@ class WriterMetrics {
       'watchtime_analytics_events_total',
       "Events this process's analytics follower applied (on PostgreSQL, one server's follower works at a time).",
       () => analyticsApplied?.() ?? 0,
+      registers,
+    );
+    countedAtScrape(
+      'watchtime_analytics_round_failures_total',
+      "Analytics follower rounds that failed (the log says why); the follower tries again, and the analytics lag meanwhile.",
+      () => analyticsFailures?.() ?? 0,
       registers,
     );
     new client.Gauge({

@@ -75,6 +75,7 @@ export async function openWriter(
       rebuild: store.rebuildState ? () => store.rebuildState!() : undefined,
       batchRetries: store.batchRetries ? () => store.batchRetries!() : undefined,
       analytics: () => store.analytics.progress(),
+      analyticsFailures: () => analyticsFailures,
       analyticsApplied: () => (typeof follower.applied === 'number' ? follower.applied : follower.applied()),
       workers: serving.http ? undefined : serving.workers,
       workerRestarts: serving.http ? undefined : serving.workerRestarts,
@@ -84,7 +85,11 @@ export async function openWriter(
 
   // The analytics follow the events off the ingest path (SPEC section 7): on SQLite on a thread of
   // their own, writing a file of their own; on PostgreSQL here, one server's follower at a time.
-  const onFollowerError = (error: unknown) => log.warn({ err: error }, 'an analytics round failed; the follower tries again in a second');
+  const onFollowerError = (error: unknown) => {
+    analyticsFailures += 1;
+    log.warn({ err: error }, `an analytics round failed: ${(error as Error).message}`);
+  };
+  let analyticsFailures = 0;
   const follower =
     store instanceof SqliteStore
       ? startFollowerThread(store.real, onFollowerError)

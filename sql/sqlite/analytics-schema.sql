@@ -4,13 +4,16 @@
 -- transaction, so they always hold exactly the events up to `cursor` of the
 -- rebuild generation `generation`. Everything here can be derived again: a
 -- file of another schema version, of another generation (a rebuild swapped
--- since) or ahead of its database (a database put back from a backup) is
--- emptied and followed again from the first event.
+-- since) or whose last event is not the database's (a database put back from
+-- a backup) is emptied and followed again from the first event.
 
 CREATE TABLE IF NOT EXISTS follow_state (
   id         INTEGER PRIMARY KEY CHECK (id = 1),
   cursor     INTEGER NOT NULL,  -- the number of the last event included
-  generation INTEGER NOT NULL   -- <db>'s settings.generation it followed
+  generation INTEGER NOT NULL,  -- <db>'s settings.generation it followed
+  -- The event at `cursor` as it was followed (receive time, user, movie, at): a
+  -- database put back from a backup numbers other events alike, and differs here.
+  mark       TEXT    NOT NULL
 );
 
 -- A pair as the follower left it: its own position (it trails the live

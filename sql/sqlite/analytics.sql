@@ -14,12 +14,16 @@ SELECT seq, user_id AS userId, movie_id AS movieId, at, received_at AS receivedA
 
 -- name: state
 -- <db>-analytics
-SELECT cursor, generation FROM follow_state WHERE id = 1;
+SELECT cursor, generation, mark FROM follow_state WHERE id = 1;
 
 -- name: setState
 -- <db>-analytics
-INSERT INTO follow_state (id, cursor, generation) VALUES (1, ?, ?)
-ON CONFLICT (id) DO UPDATE SET cursor = excluded.cursor, generation = excluded.generation;
+INSERT INTO follow_state (id, cursor, generation, mark) VALUES (1, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET cursor = excluded.cursor, generation = excluded.generation, mark = excluded.mark;
+
+-- name: markOf
+-- <db>: what identifies the event numbered ?, as follow_state.mark records it.
+SELECT received_at || ' ' || user_id || ' ' || movie_id || ' ' || at FROM events WHERE seq = ?;
 
 -- name: pairState
 -- <db>-analytics

@@ -6,7 +6,7 @@
 import { setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
-import { SqliteFollowing } from '../store/sqlite-analytics.ts';
+import { AnalyticsFileGoneError, analyticsFileOf, isDamagedFile, removeAnalyticsFile, SqliteFollowing } from '../store/sqlite-analytics.ts';
 import { followChunk } from './follow.ts';
 import { Follower } from './follower.ts';
 
@@ -55,6 +55,9 @@ export function startFollowerThread(databaseFile: string, onError: (error: Error
   };
 }
 
+/** How long the thread waits before it tries again to open an analytics file it could not. */
+const REOPEN_MS = 5_000;
+
 async function runThread(): Promise<void> {
   const { databaseFile, applied } = workerData as Setup & { applied: BigInt64Array };
   try {
@@ -62,26 +65,63 @@ async function runThread(): Promise<void> {
   } catch {
     // Not allowed here: the same priority as ingest.
   }
-  const following = new SqliteFollowing(databaseFile);
+  const report = (error: unknown) =>
+    parentPort!.postMessage({ t: 'error', message: (error as Error).message, stack: (error as Error).stack } satisfies FromThread);
+  const analyticsFile = analyticsFileOf(databaseFile);
+  /** The follower's connections: made again when the file went, and the file made again when it is damaged. */
+  const open = (): SqliteFollowing | undefined => {
+    try {
+      return new SqliteFollowing(databaseFile);
+    } catch (error) {
+      if (!isDamagedFile(error)) {
+        report(new Error(`cannot open the analytics file ${analyticsFile}: ${(error as Error).message}; trying again in ${REOPEN_MS / 1000} s`));
+        return undefined;
+      }
+      report(new Error(`${analyticsFile} is damaged (${(error as Error).message}): removed, to be derived again from the events`));
+      removeAnalyticsFile(analyticsFile);
+      return new SqliteFollowing(databaseFile);
+    }
+  };
+  let following: SqliteFollowing | undefined;
+  let stopping = false;
   const follower = new Follower(
     {
       followRound: (limit, apply) => {
-        const n = following.followRound(limit, apply);
-        Atomics.add(applied, 0, BigInt(n));
-        return n;
+        following ??= open();
+        if (following === undefined) throw new Error(`the analytics file ${analyticsFile} cannot be opened`);
+        try {
+          const n = following.followRound(limit, apply);
+          Atomics.add(applied, 0, BigInt(n));
+          return n;
+        } catch (error) {
+          if (error instanceof AnalyticsFileGoneError || isDamagedFile(error)) {
+            following.close();
+            following = undefined;
+            if (isDamagedFile(error)) removeAnalyticsFile(analyticsFile);
+          }
+          throw error;
+        }
       },
     },
     {
       roundEvents: THREAD_ROUND_EVENTS,
-      onError: (error) => parentPort!.postMessage({ t: 'error', message: (error as Error).message, stack: (error as Error).stack } satisfies FromThread),
+      failedMs: REOPEN_MS,
+      onError: (error) => {
+        if (!stopping) report(new Error(`analytics file ${analyticsFile}: ${(error as Error).message}`));
+      },
     },
   ).start();
   parentPort!.once('message', async () => {
+    stopping = true;
     await follower.stop();
     // A server that stops leaves the analytics caught up with what it stored, when that is quick.
     const until = Date.now() + CATCH_UP_AT_STOP_MS;
-    while (Date.now() < until && following.followRound(THREAD_ROUND_EVENTS, followChunk) > 0);
-    following.close();
+    try {
+      while (following && Date.now() < until && following.followRound(THREAD_ROUND_EVENTS, followChunk) > 0);
+    } catch {
+      // Derived again at the next start.
+    }
+    following?.close();
     parentPort!.close();
   });
 }

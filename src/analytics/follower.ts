@@ -37,6 +37,8 @@ export interface FollowerOptions {
   /** Whether a rebuild is running: its swap starts the analytics again, so following meanwhile would be lost work. */
   rebuilding?: () => Awaitable<boolean>;
   onError?: (error: unknown) => void;
+  /** After a failed round (not a busy database), before the next. */
+  failedMs?: number;
 }
 
 export class Follower {
@@ -78,7 +80,7 @@ export class Follower {
       // Busy: a rebuild or a backup holds the write lock; the next round tries again.
       if (!(error instanceof StoreBusyError)) {
         this.options.onError?.(error);
-        wait = FAILED_MS;
+        wait = this.options.failedMs ?? FAILED_MS;
       }
     }
     this.schedule(wait);

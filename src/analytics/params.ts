@@ -25,13 +25,21 @@ export const TIME_RULE = 'must be an ISO 8601 date or date-time, such as 2026-11
 export const INTERVAL_RULE = `must be one of ${INTERVALS.join(', ')}`;
 export const POINTS_RULE = `must be an integer from 1 to ${MAX_POINTS}`;
 
+/** Whether the date part names a day of the calendar: Date.parse takes 2026-02-30 for 2026-03-02. */
+function realDate(text: string): boolean {
+  const [year, month, day] = text.slice(0, 10).split('-').map(Number);
+  const date = new Date(Date.UTC(2000, month - 1, day));
+  date.setUTCFullYear(year);
+  return date.getUTCMonth() === month - 1 && date.getUTCDate() === day;
+}
+
 /** `from` or `to`: milliseconds since the epoch, or undefined when absent (the default range). */
 export function parseTime(name: 'from' | 'to', raw: unknown): number | undefined {
   if (absent(raw)) return undefined;
   const text = String(raw);
   const match = ISO_8601.exec(text);
   const ms = match ? Date.parse(match[1] === undefined && text.length > 10 ? `${text}Z` : text) : NaN;
-  if (Number.isNaN(ms)) throw new ParameterError(name, TIME_RULE);
+  if (Number.isNaN(ms) || !realDate(text)) throw new ParameterError(name, TIME_RULE);
   return ms;
 }
 

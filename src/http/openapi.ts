@@ -263,7 +263,7 @@ const seriesParameters = [
   },
 ];
 const seriesInvalid = {
-  'too-many-buckets': invalidParameterExample('to', `to the range holds ${MAX_BUCKETS + 1} minute buckets; at most ${MAX_BUCKETS} are answered at once`),
+  'too-many-buckets': invalidParameterExample('to', `to must keep the range within the buckets answered at once: it holds ${MAX_BUCKETS + 1} minute buckets; at most ${MAX_BUCKETS} are answered at once`),
   'bad-interval': invalidParameterExample('interval', `interval ${INTERVAL_RULE}`),
   'bad-time': invalidParameterExample('from', `from ${TIME_RULE}`),
 };

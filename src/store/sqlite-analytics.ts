@@ -4,7 +4,7 @@
 // the same transaction: deriving the analytics never takes <db>'s write lock,
 // so ingest never waits for it, and the server runs it on a thread of its
 // own (src/analytics/follower-thread.ts). The answers read both files.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { LRUCache } from 'lru-cache';
@@ -31,8 +31,24 @@ import type { Awaitable } from './store.ts';
 /** The analytics file of a database file. */
 export const analyticsFileOf = (databaseFile: string) => `${databaseFile}-analytics`;
 
+/** The analytics file is not the one a follower opened: it must open it again (and derive it again). */
+export class AnalyticsFileGoneError extends Error {}
+
+const inodeOf = (file: string) => statSync(file, { throwIfNoEntry: false })?.ino;
+
+/** The errors of a file that is not a (sound) SQLite database: derived data, so it can be removed and derived again. */
+export function isDamagedFile(error: unknown): boolean {
+  const code = (error as { code?: string }).code;
+  return code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT';
+}
+
+/** Removes an analytics file and its WAL and shared memory, to derive it again. */
+export function removeAnalyticsFile(file: string): void {
+  for (const suffix of ['', '-wal', '-shm']) rmSync(`${file}${suffix}`, { force: true });
+}
+
 /** The analytics file's schema; a file of another version is emptied and followed again. */
-const ANALYTICS_SCHEMA_VERSION = 1;
+const ANALYTICS_SCHEMA_VERSION = 2;
 const SCHEMA_SQL = fileURLToPath(new URL('../../sql/sqlite/analytics-schema.sql', import.meta.url));
 
 /**
@@ -43,12 +59,22 @@ const SCHEMA_SQL = fileURLToPath(new URL('../../sql/sqlite/analytics-schema.sql'
 const KEPT_PAIRS = 200_000;
 
 const FOLLOW_QUERIES = [
-  'followed', 'eventsAfter', 'state', 'setState', 'pairState', 'writePair', 'addToMovie', 'addRetention', 'addSeen', 'addSeries',
+  'followed', 'eventsAfter', 'markOf', 'state', 'setState', 'pairState', 'writePair', 'addToMovie', 'addRetention', 'addSeen', 'addSeries',
 ] as const;
 type FollowQuery = (typeof FOLLOW_QUERIES)[number];
 const READ_QUERIES = ['state', 'movieCoverage', 'completed', 'retention', 'series', 'viewersSince', 'moviesSince'] as const;
-const MAIN_QUERIES = ['followed', 'movie', 'movieId', 'userId', 'slug', 'setDuration'] as const;
-const EVENT_QUERIES = new Set<string>(['followed', 'eventsAfter']);
+const MAIN_QUERIES = ['followed', 'markOf', 'movie', 'movieId', 'userId', 'slug', 'setDuration'] as const;
+const EVENT_QUERIES = new Set<string>(['followed', 'eventsAfter', 'markOf']);
+
+interface FollowState {
+  cursor: number;
+  generation: number;
+  mark: string;
+}
+
+/** Whether the analytics file's state is of this database as it is: the same rebuild generation, the same event at its cursor. */
+const stateHolds = (state: FollowState, followed: Followed, markOf: Database.Statement) =>
+  state.generation === followed.generation && state.cursor <= followed.lastSeq && (state.cursor === 0 || markOf.get(state.cursor) === state.mark);
 
 type Statements<Name extends string> = Record<Name, Database.Statement>;
 function prepare<Name extends string>(names: readonly Name[], on: (name: Name) => Database.Database): Statements<Name> {
@@ -76,9 +102,14 @@ export class SqliteFollowing {
   /** The analytics file's data_version after this follower's last round: another writer of it voids the kept states. */
   private keptAt = -1;
 
+  /** The analytics file, and the inode this follower writes: another (the file deleted or replaced) means starting again. */
+  readonly file: string;
+  private readonly inode: number | undefined;
+
   constructor(databaseFile: string) {
+    this.file = analyticsFileOf(databaseFile);
     this.events = new Database(databaseFile, { readonly: true, fileMustExist: true });
-    this.analytics = new Database(analyticsFileOf(databaseFile));
+    this.analytics = new Database(this.file);
     try {
       this.analytics.pragma('journal_mode = WAL');
       // Derived data: a power cut may lose the last rounds, which the follower derives again.
@@ -92,6 +123,8 @@ export class SqliteFollowing {
         this.analytics.pragma(`user_version = ${ANALYTICS_SCHEMA_VERSION}`);
       }
       this.q = prepare(FOLLOW_QUERIES, (name) => (EVENT_QUERIES.has(name) ? this.events : this.analytics));
+      this.q.markOf.pluck();
+      this.inode = inodeOf(this.file);
       this.reset = namedQueries('sqlite', ['reset'], 'analytics.sql').reset;
       this.round = this.analytics.transaction((limit, apply) => this.roundInside(limit, apply));
     } catch (error) {
@@ -107,6 +140,7 @@ export class SqliteFollowing {
    * the same events.
    */
   followRound(limit: number, apply: ChunkApplier): number {
+    if (inodeOf(this.file) !== this.inode) throw new AnalyticsFileGoneError(`${this.file} was deleted or replaced while followed`);
     try {
       return this.round.immediate(limit, apply);
     } catch (error) {
@@ -120,8 +154,8 @@ export class SqliteFollowing {
     if (this.analytics.pragma('data_version', { simple: true }) !== this.keptAt) this.kept.clear();
     const followed = this.q.followed.get() as Followed | undefined;
     if (followed === undefined) return 0; // a database without settings yet
-    let state = this.q.state.get() as { cursor: number; generation: number } | undefined;
-    if (state !== undefined && (state.generation !== followed.generation || state.cursor > followed.lastSeq)) {
+    let state = this.q.state.get() as FollowState | undefined;
+    if (state !== undefined && !stateHolds(state, followed, this.q.markOf)) {
       // A rebuild swapped since (another rule, perhaps), or the database was put back from a backup.
       this.analytics.exec(this.reset);
       this.kept.clear();
@@ -130,7 +164,7 @@ export class SqliteFollowing {
     const cursor = state?.cursor ?? 0;
     const events = this.q.eventsAfter.all(cursor, limit) as FollowedEvent[];
     if (events.length === 0) {
-      if (state === undefined) this.q.setState.run(0, followed.generation);
+      if (state === undefined) this.q.setState.run(0, followed.generation, '');
       return 0;
     }
     const pairs = new Map<string, PairAnalytics>();
@@ -146,13 +180,13 @@ export class SqliteFollowing {
       if (row) pairs.set(key, { ...row, userId, movieId, intervals: decodeIntervals(row.intervals) });
     }
     const write = apply({ accounting: followed.accounting, maxStep: followed.maxStep }, events, pairs);
-    this.store(write, followed.generation);
+    this.store(write, followed.generation, this.q.markOf.get(write.cursor) as string);
     for (const pair of write.pairs) this.kept.set(pairKeyOf(pair.userId, pair.movieId), pair);
     this.keptAt = this.analytics.pragma('data_version', { simple: true }) as number;
     return events.length;
   }
 
-  private store(write: ReturnType<ChunkApplier>, generation: number): void {
+  private store(write: ReturnType<ChunkApplier>, generation: number, mark: string): void {
     const q = this.q;
     for (const p of write.pairs) {
       q.writePair.run(p.userId, p.movieId, p.position, p.watched, p.coverage, p.furthest, encodeIntervals(p.intervals), p.lastReceivedAt, p.lastCreditedAt);
@@ -169,7 +203,7 @@ export class SqliteFollowing {
       const viewers = newViewers.get(`${s.scope}:${s.id}:${s.interval}:${s.start}`) ?? 0;
       q.addSeries.run(s.scope, s.id, s.interval, s.start, s.watched, s.events, viewers);
     }
-    q.setState.run(write.cursor, generation);
+    q.setState.run(write.cursor, generation, mark);
   }
 
   close(): void {
@@ -185,7 +219,7 @@ export class SqliteFollowing {
  */
 export class SqliteAnalytics implements AnalyticsStore {
   private readonly main: Statements<(typeof MAIN_QUERIES)[number]>;
-  private file: { db: Database.Database; q: Statements<(typeof READ_QUERIES)[number]> } | undefined;
+  private file: { db: Database.Database; q: Statements<(typeof READ_QUERIES)[number]>; inode: number | undefined } | undefined;
   private following: SqliteFollowing | undefined;
 
   constructor(
@@ -197,7 +231,7 @@ export class SqliteAnalytics implements AnalyticsStore {
     private readonly durable: () => Awaitable<void> = () => undefined,
   ) {
     this.main = prepare(MAIN_QUERIES, () => db);
-    for (const name of ['movieId', 'userId', 'slug'] as const) this.main[name].pluck();
+    for (const name of ['movieId', 'userId', 'slug', 'markOf'] as const) this.main[name].pluck();
   }
 
   /** Rounds in this process, on connections of their own (the benchmark; the server follows on a thread). */
@@ -207,14 +241,22 @@ export class SqliteAnalytics implements AnalyticsStore {
   }
 
   private analytics() {
-    if (this.file === undefined && existsSync(analyticsFileOf(this.databaseFile))) {
-      const db = new Database(analyticsFileOf(this.databaseFile), { readonly: true, fileMustExist: true });
+    const path = analyticsFileOf(this.databaseFile);
+    const inode = inodeOf(path);
+    if (this.file !== undefined && this.file.inode !== inode) {
+      // Deleted or replaced (the follower derives a new one): read the new one, or nothing yet.
+      this.file.db.close();
+      this.file = undefined;
+    }
+    if (this.file === undefined && inode !== undefined) {
+      let db: Database.Database | undefined;
       try {
-        const q = prepare(READ_QUERIES, () => db);
+        db = new Database(path, { readonly: true, fileMustExist: true });
+        const q = prepare(READ_QUERIES, () => db!);
         for (const name of ['completed', 'viewersSince'] as const) q[name].pluck();
-        this.file = { db, q };
+        this.file = { db, q, inode };
       } catch {
-        db.close(); // made but not yet given its tables: as if absent
+        db?.close(); // made but not yet given its tables, or damaged (the follower makes it again): as if absent
       }
     }
     return this.file;
@@ -224,9 +266,9 @@ export class SqliteAnalytics implements AnalyticsStore {
   private snapshot(): AnalyticsSnapshot {
     const followed = this.main.followed.get() as Followed | undefined;
     const rule = { accounting: followed?.accounting ?? 'progress', maxStep: followed?.maxStep ?? 120 };
-    const state = this.analytics()?.q.state.get() as { cursor: number; generation: number } | undefined;
-    // Another generation's figures are stale: a rebuild swapped, and the follower has not begun again yet.
-    const asOf = state && followed && state.generation === followed.generation ? Math.min(state.cursor, followed.lastSeq) : 0;
+    const state = this.analytics()?.q.state.get() as FollowState | undefined;
+    // Figures of another generation or of another database's events are stale until the follower begins again.
+    const asOf = state && followed && stateHolds(state, followed, this.main.markOf) ? state.cursor : 0;
     return { asOf, lagEvents: (followed?.lastSeq ?? 0) - asOf, rule };
   }
 

@@ -18,7 +18,8 @@ import type { EventSink } from '../../ingest/sink.ts';
 import type { SeriesScope } from '../../store/analytics-rows.ts';
 import { nothingFor, type Store } from '../../store/store.ts';
 import type { On } from '../answering.ts';
-import { bodyFormat, readBody, type BodyLimits } from '../body.ts';
+import { readBody, type BodyLimits } from '../body.ts';
+import { tracked } from '../connection-order.ts';
 import { nameParam } from '../params.ts';
 import { badRequest, HttpProblem, notFound, sendJson } from '../problem.ts';
 
@@ -31,6 +32,14 @@ export interface AnalyticsRouteOptions {
 /** A duration's body is one small object. */
 const DURATION_BODY_BYTES = 1024;
 const durationValidator = Compile(SetDuration);
+
+/** A duration's body is JSON: no Content-Type at all is read as JSON, as for events. */
+function isJson(header: string | undefined): boolean {
+  if (header === undefined) return true;
+  const [mediaType, ...params] = header.split(';').map((part) => part.trim().toLowerCase());
+  const charset = params.find((p) => p.startsWith('charset='))?.slice('charset='.length).replace(/"/g, '');
+  return mediaType === 'application/json' && (charset === undefined || charset === 'utf-8' || charset === 'utf8');
+}
 
 /** A parameter of the query string, parsed as the command line parses its option: 400 naming it and its rule. */
 function queryParam<T>(req: Request, name: string, parse: (raw: unknown) => T): T {
@@ -93,9 +102,13 @@ export function analyticsRoutes(on: On, { store, sink, bodyLimits }: AnalyticsRo
 
   on('GET', '/viewers', async (_req, res) => sendJson(res, 200, await viewersNow(analytics)));
 
-  on('PUT', '/movies/:slug', async (req, res) => {
+  // A write: a request pipelined behind it on its connection waits for its answer (read your writes), as ingest's do.
+  on('PUT', '/movies/:slug', (req, res) => tracked(req, () => putDuration(req, res)));
+  const putDuration = async (req: Request, res: ServerResponse) => {
     const slug = nameParam(req, 'slug');
-    if (bodyFormat(req) !== 'json') throw badRequest('the body must be a JSON object', [{ pointer: '', message: 'Content-Type must be application/json' }]);
+    if (!isJson(req.headers['content-type'])) {
+      throw new HttpProblem(415, 'unsupported-media-type', 'Unsupported media type', `Content-Type must be application/json in UTF-8, not ${JSON.stringify(req.headers['content-type'])}`);
+    }
     const text = await readBody(req, { ...bodyLimits, maxBytes: DURATION_BODY_BYTES });
     let body: unknown;
     try {
@@ -113,5 +126,5 @@ export function analyticsRoutes(on: On, { store, sink, bodyLimits }: AnalyticsRo
     const { duration } = body as { duration: number };
     await sink.setDuration(slug, duration);
     sendJson(res, 200, { slug, duration });
-  });
+  };
 }
