@@ -18,6 +18,7 @@ import autocannon from 'autocannon';
 import Database from 'better-sqlite3';
 import { namedQueries } from '../../src/store/sql-files.ts';
 import { cli, serveArgs, serverProcess } from '../helpers.ts';
+import { followAll, followerLine, type FollowerFigures } from './follower-rate.ts';
 import { heartbeats, pairMembers, population, randomPairs, writePopulation, type Population } from './population.ts';
 import { median, need, startPinned, wrk } from './wrk.ts';
 
@@ -39,6 +40,7 @@ need('taskset', 'util-linux');
 interface Figures {
   rebuildRate: number;
   rebuildRssMb: number;
+  follower: FollowerFigures;
   startMs: number;
   batch: number;
   serverRssMb: number;
@@ -143,6 +145,8 @@ async function measure(label: string, file: string, p: Population): Promise<Figu
   if (rebuilt.code !== 0) throw new Error(rebuilt.stderr);
   const [, rate, rss] = /\((\d+) events\/s, peak RSS (\d+) MB\)/.exec(rebuilt.stdout)!;
   const bytesPerEvent = statSync(file).size / p.events;
+  // The analytics of every event, as a server's follower derives them after a rebuild; the servers below start caught up.
+  const follower = await followAll(file);
 
   const started = Date.now();
   const server = serverProcess(['--db', file, '--workers', '1']);
@@ -152,7 +156,7 @@ async function measure(label: string, file: string, p: Population): Promise<Figu
   const serverRssMb = peakRssMb(server.child.pid!);
   server.child.kill('SIGTERM');
   await server.exited;
-  return { rebuildRate: Number(rate), rebuildRssMb: Number(rss), startMs, batch, serverRssMb, bytesPerEvent };
+  return { rebuildRate: Number(rate), rebuildRssMb: Number(rss), startMs, batch, serverRssMb, bytesPerEvent, follower };
 }
 
 /** Single-event ingest while a rebuild runs beside the server: the longest wait and the failures. */
@@ -326,6 +330,8 @@ try {
     );
   row('rebuild', little.rebuildRate, big.rebuildRate, 'ev/s');
   row('rebuild peak RSS', little.rebuildRssMb, big.rebuildRssMb, 'MB', false);
+  row('analytics follower', little.follower.rate, big.follower.rate, 'ev/s');
+  row('follower CPU an event', little.follower.cpuUs, big.follower.cpuUs, 'µs', false);
   row('server start-up', little.startMs, big.startMs, 'ms', false);
   row('reads (3 lookups, 1/6 unknown)', median(reads.small), median(reads.large), 'req/s');
   for (const r of singles) row(`single events, ${r.clients} conn.`, median(r.small), median(r.large), 'req/s');
@@ -351,6 +357,8 @@ try {
       `a server as fast as watchtime on the small database that added only these would reach ${readsBound.toFixed(2)} of it`,
   );
   console.log(`bytes on disk per event (large, after a rebuild): ${big.bytesPerEvent.toFixed(1)}`);
+  console.log(followerLine('analytics follower, large', big.follower));
+  console.log(followerLine('analytics follower, small', little.follower));
   console.log(
     `ingest during a rebuild of the large database (${online.seconds.toFixed(1)} s): ` +
       `longest request ${online.longest} ms, ${online.failed} failed`,

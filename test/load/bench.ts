@@ -32,6 +32,7 @@ import { fileURLToPath } from 'node:url';
 import { SqliteStore } from '../../src/store/sqlite.ts';
 import { cli, serveArgs } from '../helpers.ts';
 import { postgresFigures } from './bench-postgres.ts';
+import { followAll, followerLine, heartbeatDatabase } from './follower-rate.ts';
 import { handoffFigures, handoffLines } from './handoff.ts';
 import { cpuSeconds, median, need, pinned, processTree, startPinned, startUnpinned, wrk as runWrk } from './wrk.ts';
 
@@ -355,6 +356,10 @@ try {
   const bytesPerEvent = statSync(file).size / rebuildEvents;
   const rebuilt = await cli(['rebuild', '--db', file]);
   const rebuildRate = Number(/\((\d+) events\/s/.exec(rebuilt.stdout)?.[1] ?? 0);
+  // The analytics follower on heartbeats of 100,000 players, against the same events' ingest through the store.
+  const followedFile = path.join(dir, 'followed.db');
+  const storeIngest = heartbeatDatabase(followedFile, rebuildEvents);
+  const follower = await followAll(followedFile);
 
   const figures = (phase: Phase, name: keyof typeof servers) => {
     const r = runs[name][phase];
@@ -395,6 +400,15 @@ try {
   }
   console.log(`rebuild of ${rebuildEvents.toLocaleString('en')} events: ${rebuildRate.toLocaleString('en')} events/s`);
   console.log(`bytes on disk per event: ${bytesPerEvent.toFixed(1)} (${USERS} users, ${MOVIES} movies, no client ids)`);
+  console.log(
+    `ingest through the store alone, 1,000-event batches of heartbeats from 100,000 players: ${fmt(storeIngest.rate)} events/s, CPU ${storeIngest.cpuUs.toFixed(1)} µs an event`,
+  );
+  console.log(followerLine('analytics follower on those events', follower));
+  const followerRatio = follower.rate / figures('batch', 'watchtime').rate;
+  console.log(
+    `  follower / HTTP batch ingest of this run ${followerRatio.toFixed(2)}; follower / ingest through the store ${(follower.rate / storeIngest.rate).toFixed(2)}; ` +
+      `CPU an event, follower / store ingest ${(follower.cpuUs / storeIngest.cpuUs).toFixed(2)}`,
+  );
   console.log(`server peak RSS: ${(rss / 1024 / 1024).toFixed(0)} MB`);
   const postgres = await postgresFigures({ dir, duration, warmup, crowd });
   for (const line of postgres.lines) console.log(line);
@@ -413,6 +427,7 @@ try {
   console.log(`  ${mark(batchRate >= 250_000)} batch ingest >= 250,000 events/s`);
   console.log(`  ${mark(rebuildRate >= 500_000)} rebuild >= 500,000 events/s`);
   console.log(`  ${mark(bytesPerEvent <= 80)} <= 80 bytes per event on disk`);
+  console.log(`  ${mark(followerRatio >= 3)} analytics follower >= 3 x the batch ingest rate`);
   console.log(`  ${mark(rss < 200 * 1024 * 1024)} server RSS < 200 MB`);
   for (const line of cores.targets) console.log(line);
   for (const line of postgres.targets) console.log(line);
