@@ -10,8 +10,8 @@
 // online one, the API's refusals, and a duration set through a worker of
 // `serve --workers 2`.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import http from 'node:http';
+import { copyFileSync, existsSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -19,7 +19,7 @@ import Database from 'better-sqlite3';
 import type { WatchEvent } from '../src/event.ts';
 import { seededRandom, Simulation } from '../src/generator/players.ts';
 import type { RunningServer } from '../src/server.ts';
-import { cleanupAfter, cli, get, post, request, serve, serverProcess, tempDir, type Answer } from './helpers.ts';
+import { cleanupAfter, cli, connection, get, post, request, serve, serverProcess, tempDir, type Answer } from './helpers.ts';
 
 const MAX_STEP = 120;
 const MINUTE = 60_000;
@@ -718,6 +718,8 @@ describe('analytics refusals through HTTP', () => {
       assertProblem(await get(base, `${series}?from=2026-01-02&to=tomorrow`), 400, 'to', `${series} to=tomorrow`);
       assertProblem(await get(base, `${series}?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z`), 400, undefined, `${series} to before from`);
       assertProblem(await get(base, `${series}?from=2026-02-01&to=2026-02-01`), 400, undefined, `${series} to equal to from`);
+      // Date.parse reads 2026-02-30 as March 2nd: an impossible date is refused, not moved.
+      assertProblem(await get(base, `${series}?from=2026-02-30`), 400, 'from', `${series} from=2026-02-30`);
     }
 
     // At most 44,640 buckets at once: 31 days of minutes answer, one minute more does not, and the refusal says the limit.
@@ -849,33 +851,87 @@ describe('analytics refusals through HTTP', () => {
 
 // ---------------------------------------------------------------------------
 
-interface RawAnswer {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: any;
-}
-
-/** A client with one keep-alive connection of its own: node:cluster gives each connection to one worker. */
-function connection(base: string) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-  const send = (method: string, pathname: string, body?: string) =>
-    new Promise<RawAnswer>((resolve, reject) => {
-      const req = http.request(`${base}${pathname}`, { method, agent, headers: { 'content-type': 'application/json' } }, (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d) => (text += d));
-        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: text.startsWith('{') ? JSON.parse(text) : text }));
-      });
-      req.on('error', reject);
-      req.end(body);
-    });
-  return {
-    get: (pathname: string) => send('GET', pathname),
-    post: (body: unknown) => send('POST', '/events', JSON.stringify(body)),
-    put: (pathname: string, body: string) => send('PUT', pathname, body),
-    close: () => agent.destroy(),
+describe('the analytics file beside a SQLite database', () => {
+  /** A movie's stats and its live totals: the analytics must agree with the totals once caught up. */
+  const agree = async (base: string, slug: string) => {
+    await caughtUp(base);
+    const [stats, totals] = [await get(base, `/movies/${slug}/stats`), await get(base, `/movies/${slug}/watch-time`)];
+    assert.equal(stats.body.watchTime, totals.body.watchTime, `${slug}: the analytics' watch time is the totals'`);
+    return stats.body;
   };
-}
+
+  test('a database put back from an older copy is followed again from its first event, not from the newer cursor', async (t) => {
+    const cleanup = cleanupAfter(t);
+    const dir = tempDir(cleanup);
+    const db = path.join(dir, 'w.db');
+    let server = await serve(cleanup, db);
+    assert.equal((await post(server.url, [e('ann', 'alien', 60), e('ann', 'alien', 120), e('bob', 'alien', 30)])).status, 200);
+    await agree(server.url, 'alien');
+    await server.close();
+    assert.equal((await cli(['backup', '--db', db, '--to', path.join(dir, 'copy.db')])).code, 0);
+
+    // Events the copy does not hold, followed into the analytics file.
+    server = await serve(cleanup, db);
+    assert.equal((await post(server.url, [e('ghost', 'alien', 100), e('ghost', 'alien', 200)])).status, 200);
+    await agree(server.url, 'alien');
+    await server.close();
+
+    // The copy takes events of its own (served as a file of its own), numbered as the lost ones were and past them.
+    const copy = path.join(dir, 'copy.db');
+    server = await serve(cleanup, copy);
+    assert.equal((await post(server.url, [e('cid', 'alien', 10), e('cid', 'alien', 20), e('cid', 'alien', 30)])).status, 200);
+    await server.close();
+    // Put back in place; the analytics file of the database as it was stays, its cursor within the copy's events.
+    for (const suffix of ['-wal', '-shm']) rmSync(`${db}${suffix}`, { force: true });
+    copyFileSync(copy, db);
+    server = await serve(cleanup, db);
+    const stats = await agree(server.url, 'alien');
+    // ann 120 + bob 30 + cid 30; ghost's 200 belonged to the database as it was.
+    assert.equal(stats.watchTime, 180);
+    assert.equal(stats.viewers, 3);
+  });
+
+  test('a damaged analytics file is removed and derived again; one deleted while the server runs is derived again', async (t) => {
+    const cleanup = cleanupAfter(t);
+    const db = path.join(tempDir(cleanup), 'w.db');
+    writeFileSync(`${db}-analytics`, Buffer.alloc(8192, 7));
+    const server = await serve(cleanup, db);
+    assert.equal((await post(server.url, [e('ann', 'alien', 60), e('ann', 'alien', 120)])).status, 200);
+    assert.equal((await agree(server.url, 'alien')).coverage, 120);
+    assert.ok((await metric(server.url, 'watchtime_analytics_round_failures_total')) >= 1, 'the damaged file is counted as a failed round');
+
+    for (const suffix of ['', '-wal', '-shm']) rmSync(`${db}-analytics${suffix}`, { force: true });
+    assert.equal((await post(server.url, [e('bob', 'alien', 90)])).status, 200);
+    const stats = await agree(server.url, 'alien');
+    assert.equal(stats.coverage, 210);
+    assert.ok(existsSync(`${db}-analytics`), 'made again');
+  });
+
+  test('a request pipelined behind a duration PUT on its connection reads the duration it set', async (t) => {
+    const cleanup = cleanupAfter(t);
+    const server = await serve(cleanup, path.join(tempDir(cleanup), 'w.db'));
+    const { port } = new URL(server.url);
+    for (const duration of [301, 302, 303]) {
+      const body = JSON.stringify({ duration });
+      const text = await new Promise<string>((resolve, reject) => {
+        const socket = net.connect(Number(port), '127.0.0.1', () =>
+          socket.write(
+            `PUT /movies/pm HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}` +
+              'GET /movies/pm/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+          ),
+        );
+        let received = '';
+        socket.on('data', (d) => (received += d));
+        socket.on('end', () => resolve(received));
+        socket.on('error', reject);
+      });
+      assert.deepEqual(text.match(/"duration":\d+/g), [`"duration":${duration}`, `"duration":${duration}`], text);
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------
+
 
 /** Which worker answered a request, from the debug line it logged for it. */
 function workerOf(stderr: string, requestId: string): number | undefined {

@@ -2,6 +2,7 @@
 // the CLI as a child process.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -196,4 +197,37 @@ export function childrenOf(pid: number): number[] {
       }
     })
     .map(Number);
+}
+
+/** An answer read by `connection`, on its own keep-alive connection. */
+export interface ConnectionAnswer {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: any;
+}
+
+/**
+ * A client with one keep-alive connection of its own: node:cluster gives each
+ * connection to one worker. A body that is a string is sent as it is, any
+ * other as JSON.
+ */
+export function connection(base: string) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const send = (method: string, pathname: string, body?: unknown) =>
+    new Promise<ConnectionAnswer>((resolve, reject) => {
+      const req = http.request(`${base}${pathname}`, { method, agent, headers: { 'content-type': 'application/json' } }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: text.startsWith('{') ? JSON.parse(text) : text }));
+      });
+      req.on('error', reject);
+      req.end(body === undefined || typeof body === 'string' ? body : JSON.stringify(body));
+    });
+  return {
+    get: (pathname: string) => send('GET', pathname),
+    post: (body: unknown) => send('POST', '/events', body),
+    put: (pathname: string, body: string) => send('PUT', pathname, body),
+    close: () => agent.destroy(),
+  };
 }

@@ -5,40 +5,13 @@
 // that flushes every worker's events, one /metrics, and logs that say which worker.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import http from 'node:http';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
-import { BIN, childrenOf, cleanupAfter, cli, get, post, serverProcess, snapshot, tempDir } from './helpers.ts';
+import { BIN, childrenOf, cleanupAfter, cli, connection, get, post, serverProcess, snapshot, tempDir } from './helpers.ts';
 import { needDebianCommand } from './support/debian.ts';
 
-interface Answer {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: any;
-}
-
-/** A client with one keep-alive connection of its own: node:cluster gives each connection to one worker. */
-function connection(base: string) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-  const send = (method: string, pathname: string, body?: unknown) =>
-    new Promise<Answer>((resolve, reject) => {
-      const req = http.request(`${base}${pathname}`, { method, agent, headers: { 'content-type': 'application/json' } }, (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d) => (text += d));
-        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: text.startsWith('{') ? JSON.parse(text) : text }));
-      });
-      req.on('error', reject);
-      req.end(body === undefined ? undefined : JSON.stringify(body));
-    });
-  return {
-    get: (pathname: string) => send('GET', pathname),
-    post: (body: unknown) => send('POST', '/events', body),
-    close: () => agent.destroy(),
-  };
-}
 
 /** The JSON log lines a server wrote on stderr. */
 const logLines = (stderr: string) =>

@@ -12,9 +12,14 @@ import { Follower } from './follower.ts';
 
 /**
  * Events a round takes at most on the thread: no event loop of requests to
- * hold up, and the larger a round, the more of its writes fall on the same rows.
+ * hold up, and the larger a round, the more of its writes fall on the same
+ * rows and pages. Heartbeats of 100,000 players had 1,168 bytes an event
+ * written to disk in rounds of 5,000 and 454 in rounds of 20,000.
  */
-export const THREAD_ROUND_EVENTS = 5_000;
+export const THREAD_ROUND_EVENTS = 20_000;
+
+/** A small young generation: a round's garbage is collected often rather than let grow the server's RSS. */
+const resourceLimits = { maxYoungGenerationSizeMb: 8 };
 
 /** How long a stopping server's follower may go on following what is stored. */
 const CATCH_UP_AT_STOP_MS = 2_000;
@@ -39,8 +44,8 @@ export function startFollowerThread(databaseFile: string, onError: (error: Error
   const workerData = { databaseFile, applied } satisfies Setup & { applied: BigInt64Array };
   // Under tsx (the tests), the thread registers tsx's loader first: a thread does not inherit one registered at run time.
   const worker = here.endsWith('.ts')
-    ? new Worker(`import('tsx/esm/api').then(({ register }) => { register(); return import(${JSON.stringify(import.meta.url)}); })`, { eval: true, workerData })
-    : new Worker(here, { workerData });
+    ? new Worker(`import('tsx/esm/api').then(({ register }) => { register(); return import(${JSON.stringify(import.meta.url)}); })`, { eval: true, workerData, resourceLimits })
+    : new Worker(here, { workerData, resourceLimits });
   worker.on('message', (message: FromThread) => {
     if (message.t === 'error') onError(Object.assign(new Error(message.message), { stack: message.stack }));
   });

@@ -1,7 +1,7 @@
 // The analytics follower's own rate (SPEC section 7): how fast it derives the
 // analytics of events already stored, as it does after a rebuild or when it
 // has fallen behind, with the CPU it takes an event and the bytes it adds.
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { Follower } from '../../src/analytics/follower.ts';
 import { THREAD_ROUND_EVENTS } from '../../src/analytics/follower-thread.ts';
 import { analyticsFileOf } from '../../src/store/sqlite-analytics.ts';
@@ -12,7 +12,12 @@ export interface FollowerFigures {
   rate: number;
   cpuUs: number;
   bytesPerEvent: number;
+  /** Bytes this process had the kernel write to disk an event: the WAL's frames and the checkpoints' pages. */
+  writtenPerEvent: number;
 }
+
+/** Bytes this process caused to be written to storage (Linux's /proc/self/io). */
+const writtenBytes = () => Number(/^write_bytes: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'))?.[1] ?? 0);
 
 /** Follows every event of the SQLite file from where its follower is, in the server's rounds. */
 export async function followAll(file: string): Promise<FollowerFigures> {
@@ -21,6 +26,7 @@ export async function followAll(file: string): Promise<FollowerFigures> {
     store.checkpoint();
     const analyticsFile = analyticsFileOf(store.real);
     const before = statSync(file).size + (statSync(analyticsFile, { throwIfNoEntry: false })?.size ?? 0);
+    const written = writtenBytes();
     const cpu = process.cpuUsage();
     const started = performance.now();
     const events = await new Follower(store.analytics, { roundEvents: THREAD_ROUND_EVENTS }).catchUp();
@@ -29,7 +35,13 @@ export async function followAll(file: string): Promise<FollowerFigures> {
     store.close();
     // Closing the follower's connection folds its WAL into the analytics file.
     const after = statSync(file).size + statSync(analyticsFile).size;
-    return { events, rate: events / seconds, cpuUs: ((used.user + used.system) / events), bytesPerEvent: (after - before) / events };
+    return {
+      events,
+      rate: events / seconds,
+      cpuUs: (used.user + used.system) / events,
+      bytesPerEvent: (after - before) / events,
+      writtenPerEvent: (writtenBytes() - written) / events,
+    };
   } finally {
     store.close();
   }
@@ -67,4 +79,4 @@ export function heartbeatDatabase(file: string, events: number, players = 100_00
 
 export const followerLine = (label: string, f: FollowerFigures) =>
   `${label}: ${Math.round(f.rate).toLocaleString('en')} events/s over ${f.events.toLocaleString('en')} events, ` +
-  `CPU ${f.cpuUs.toFixed(1)} µs an event, ${f.bytesPerEvent.toFixed(1)} bytes on disk an event`;
+  `CPU ${f.cpuUs.toFixed(1)} µs an event, ${f.bytesPerEvent.toFixed(1)} bytes on disk an event, ${Math.round(f.writtenPerEvent)} bytes written an event`;
