@@ -98,6 +98,7 @@ export async function openWriter(
           rebuilding: async () => (await store.rebuildState?.())?.running ?? false,
           onError: onFollowerError,
         }).start();
+  if ('ready' in follower) await follower.ready;
 
   const close = async (log: Logger) => {
     await queue.close();

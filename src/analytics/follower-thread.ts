@@ -28,9 +28,11 @@ interface Setup {
   databaseFile: string;
 }
 
-type FromThread = { t: 'error'; message: string; stack?: string } | { t: 'stopped' };
+type FromThread = { t: 'error'; message: string; stack?: string } | { t: 'ready' };
 
 export interface FollowerThread {
+  /** Settles once the thread has opened its files (or failed to, which it reports): the server's files are all open when it listens. */
+  ready: Promise<void>;
   /** Events the thread applied, all time. */
   applied(): number;
   stop(): Promise<void>;
@@ -46,12 +48,17 @@ export function startFollowerThread(databaseFile: string, onError: (error: Error
   const worker = here.endsWith('.ts')
     ? new Worker(`import('tsx/esm/api').then(({ register }) => { register(); return import(${JSON.stringify(import.meta.url)}); })`, { eval: true, workerData, resourceLimits })
     : new Worker(here, { workerData, resourceLimits });
+  let opened: () => void;
+  const ready = new Promise<void>((resolve) => (opened = resolve));
   worker.on('message', (message: FromThread) => {
-    if (message.t === 'error') onError(Object.assign(new Error(message.message), { stack: message.stack }));
+    if (message.t === 'ready') opened();
+    else onError(Object.assign(new Error(message.message), { stack: message.stack }));
   });
   worker.on('error', onError);
   const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+  void exited.then(() => opened());
   return {
+    ready,
     applied: () => Number(Atomics.load(applied, 0)),
     stop: async () => {
       worker.postMessage('stop');
@@ -87,7 +94,8 @@ async function runThread(): Promise<void> {
       return new SqliteFollowing(databaseFile);
     }
   };
-  let following: SqliteFollowing | undefined;
+  let following = open();
+  parentPort!.postMessage({ t: 'ready' } satisfies FromThread);
   let stopping = false;
   const follower = new Follower(
     {
