@@ -72,11 +72,6 @@ const REOPEN_MS = 5_000;
 
 async function runThread(): Promise<void> {
   const { databaseFile, applied } = workerData as Setup & { applied: BigInt64Array };
-  try {
-    setPriority(19); // On Linux, this thread only.
-  } catch {
-    // Not allowed here: the same priority as ingest.
-  }
   const report = (error: unknown) =>
     parentPort!.postMessage({ t: 'error', message: (error as Error).message, stack: (error as Error).stack } satisfies FromThread);
   const analyticsFile = analyticsFileOf(databaseFile);
@@ -94,8 +89,14 @@ async function runThread(): Promise<void> {
       return new SqliteFollowing(databaseFile);
     }
   };
+  // Opened at the server's priority, which waits for it before it listens; then the lowest.
   let following = open();
   parentPort!.postMessage({ t: 'ready' } satisfies FromThread);
+  try {
+    setPriority(19); // On Linux, this thread only.
+  } catch {
+    // Not allowed here: the same priority as ingest.
+  }
   let stopping = false;
   const follower = new Follower(
     {

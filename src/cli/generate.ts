@@ -150,6 +150,22 @@ function progressDisplay(counters: Counters, durationSeconds: number, json: bool
 }
 
 /** Compares every user, movie and pair the run touched with the server's answers. */
+/** How long --verify tries a server that refuses connections (one that is restarting) before it gives up. */
+const VERIFY_WAIT_MS = 10_000;
+
+/** A lookup, tried again while the server cannot be reached: the events were acknowledged, the server may be starting again. */
+async function reading(url: URL, headers: Record<string, string>): Promise<Response> {
+  const until = Date.now() + VERIFY_WAIT_MS;
+  for (;;) {
+    try {
+      return await fetch(url, { headers });
+    } catch (error) {
+      if (Date.now() > until) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
 async function verify(options: GenerateOptions, expected: ExpectedTotals): Promise<string[]> {
   const differences: string[] = [];
   const checks: [string, Record<string, number>][] = [];
@@ -169,7 +185,7 @@ async function verify(options: GenerateOptions, expected: ExpectedTotals): Promi
   const worker = async () => {
     while (next < checks.length) {
       const [path, want] = checks[next++];
-      const res = await fetch(new URL(path, options.url), { headers: authorization(options.readToken) });
+      const res = await reading(new URL(path, options.url), authorization(options.readToken));
       const got = (await res.json()) as Record<string, unknown>;
       if (!res.ok) {
         differences.push(`${path}: ${res.status} ${JSON.stringify(got)}`);
