@@ -102,7 +102,9 @@ export async function openWriter(
 
   const close = async (log: Logger) => {
     await queue.close();
-    // After the last flush, so that the follower may catch up with it.
+    // The follower may catch up with the last flush; its connection to the analytics file, the last one, folds
+    // that file's WAL in, and the writer's, the last to the database, folds the database's.
+    store.analytics.close?.();
     await follower.stop();
     try {
       store.checkpoint?.();

@@ -138,6 +138,8 @@ export interface AnalyticsStore {
   viewersSince(since: number, top: number): Awaitable<ViewersNowRow>;
   /** Sets a movie's duration, adding the movie if it is new. */
   setDuration(slug: string, duration: number): Awaitable<void>;
+  /** Closes what the analytics opened of their own (SQLite: the readers' connection to the analytics file); reads open it again. */
+  close?(): void;
 }
 
 /** Intervals as stored: 32-bit little-endian integers (an `at` is at most 2^31 - 1). */

@@ -335,6 +335,8 @@ export class SqliteAnalytics implements AnalyticsStore {
 
   close(): void {
     this.following?.close();
+    this.following = undefined;
     this.file?.db.close();
+    this.file = undefined;
   }
 }
