@@ -2,7 +2,7 @@
 // The one-process server holds one; with workers, the primary process does.
 import { describeRule, resolveRule, sameRule, SettingsMismatchError } from './accounting.ts';
 import type { ServerConfig } from './config.ts';
-import { Follower } from './analytics/follower.ts';
+import { Follower, type RunningFollower } from './analytics/follower.ts';
 import { startFollowerThread } from './analytics/follower-thread.ts';
 import { IngestQueue } from './ingest/queue.ts';
 import { droppedLogLines, type Logger } from './log.ts';
@@ -76,7 +76,7 @@ export async function openWriter(
       batchRetries: store.batchRetries ? () => store.batchRetries!() : undefined,
       analytics: () => store.analytics.progress(),
       analyticsFailures: () => analyticsFailures,
-      analyticsApplied: () => (typeof follower.applied === 'number' ? follower.applied : follower.applied()),
+      analyticsApplied: () => follower.applied(),
       workers: serving.http ? undefined : serving.workers,
       workerRestarts: serving.http ? undefined : serving.workerRestarts,
     },
@@ -90,7 +90,7 @@ export async function openWriter(
     log.warn({ err: error }, `an analytics round failed: ${(error as Error).message}`);
   };
   let analyticsFailures = 0;
-  const follower =
+  const follower: RunningFollower =
     store instanceof SqliteStore
       ? startFollowerThread(store.real, onFollowerError)
       : new Follower(store.analytics, {
@@ -98,7 +98,7 @@ export async function openWriter(
           rebuilding: async () => (await store.rebuildState?.())?.running ?? false,
           onError: onFollowerError,
         }).start();
-  if ('ready' in follower) await follower.ready;
+  await follower.ready;
 
   const close = async (log: Logger) => {
     await queue.close();

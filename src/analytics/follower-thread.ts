@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { AnalyticsFileGoneError, analyticsFileOf, isDamagedFile, removeAnalyticsFile, SqliteFollowing } from '../store/sqlite-analytics.ts';
 import { followChunk } from './follow.ts';
-import { Follower } from './follower.ts';
+import { Follower, type RunningFollower } from './follower.ts';
 
 /**
  * Events a round takes at most on the thread: no event loop of requests to
@@ -30,16 +30,12 @@ interface Setup {
 
 type FromThread = { t: 'error'; message: string; stack?: string } | { t: 'ready' };
 
-export interface FollowerThread {
-  /** Settles once the thread has opened its files (or failed to, which it reports): the server's files are all open when it listens. */
-  ready: Promise<void>;
-  /** Events the thread applied, all time. */
-  applied(): number;
-  stop(): Promise<void>;
-}
-
-/** Starts the follower of a SQLite file on a thread; `onError` hears of rounds that failed. */
-export function startFollowerThread(databaseFile: string, onError: (error: Error) => void): FollowerThread {
+/**
+ * Starts the follower of a SQLite file on a thread; `onError` hears of rounds
+ * that failed. It is ready once the thread has opened its files (or failed to,
+ * which it reports): the server's files are all open when it listens.
+ */
+export function startFollowerThread(databaseFile: string, onError: (error: Error) => void): RunningFollower {
   // This module's own file, .ts under tsx and .js once compiled.
   const here = fileURLToPath(import.meta.url);
   const applied = new BigInt64Array(new SharedArrayBuffer(8));

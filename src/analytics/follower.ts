@@ -12,7 +12,7 @@ import { followChunk } from './follow.ts';
  * arithmetic runs on the event loop, a few milliseconds a thousand events.
  * SQLite's thread takes larger rounds (follower-thread.ts).
  */
-export const ROUND_EVENTS = 1_000;
+const ROUND_EVENTS = 1_000;
 /**
  * Between full rounds: a pause, so that another process that waits for the
  * write lock (a rebuild, which sleeps between tries) finds it free.
@@ -25,7 +25,7 @@ const BETWEEN_ROUNDS_MS = 2;
  */
 const BUSY_PAUSE_FACTOR = 4;
 /** How long an idle follower waits before it looks again: the analytics' lag under a light load. */
-export const IDLE_MS = 100;
+const IDLE_MS = 100;
 /** After a failed round (not a busy database), before the next. */
 const FAILED_MS = 1_000;
 
@@ -41,9 +41,19 @@ export interface FollowerOptions {
   failedMs?: number;
 }
 
-export class Follower {
-  /** Events applied by this process's follower, all time. */
-  applied = 0;
+/** A follower at work, in this process or on a thread of its own (follower-thread.ts). */
+export interface RunningFollower {
+  /** Settles once it may follow: its files open (a thread's), at once in this process. */
+  ready: Promise<void>;
+  /** Events it applied, all time. */
+  applied(): number;
+  /** Stops after the round under way, if any. */
+  stop(): Promise<void>;
+}
+
+export class Follower implements RunningFollower {
+  readonly ready = Promise.resolve();
+  private appliedEvents = 0;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private stopped = false;
@@ -73,7 +83,7 @@ export class Follower {
         return;
       }
       const applied = await this.store.followRound(limit, followChunk);
-      this.applied += applied; 
+      this.appliedEvents += applied; 
       const busy = this.options.ingestIdle ? !this.options.ingestIdle() : false;
       if (applied === limit) wait = busy ? Math.max(BETWEEN_ROUNDS_MS, BUSY_PAUSE_FACTOR * (performance.now() - started)) : BETWEEN_ROUNDS_MS;
     } catch (error) {
@@ -86,16 +96,19 @@ export class Follower {
     this.schedule(wait);
   }
 
-  /** Follows every event stored now, then returns how many it applied (the command line's rebuild, the tests). */
+  applied(): number {
+    return this.appliedEvents;
+  }
+
+  /** Follows every event stored now, then returns how many it applied (the benchmark's follower rate). */
   async catchUp(): Promise<number> {
     const limit = this.options.roundEvents ?? ROUND_EVENTS;
     let total = 0;
     for (let applied = limit; applied === limit; total += applied) applied = await this.store.followRound(limit, followChunk);
-    this.applied += total;
+    this.appliedEvents += total;
     return total;
   }
 
-  /** Stops after the round under way, if any. */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);

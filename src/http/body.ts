@@ -23,10 +23,9 @@ export function bodyFormat(req: IncomingMessage): BodyFormat {
   const header = req.headers['content-type'];
   // The common case first: splitting out parameters costs a few percent of a single-event POST.
   if (header === undefined || header === 'application/json') return 'json';
-  const [mediaType, ...params] = header.split(';').map((part) => part.trim().toLowerCase());
+  const { mediaType, utf8 } = contentType(header);
   const format = FORMATS.get(mediaType);
-  const charset = params.find((p) => p.startsWith('charset='))?.slice('charset='.length).replace(/"/g, '');
-  if (format === undefined || (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8')) {
+  if (format === undefined || !utf8) {
     throw new HttpProblem(
       415,
       'unsupported-media-type',
@@ -36,6 +35,13 @@ export function bodyFormat(req: IncomingMessage): BodyFormat {
     );
   }
   return format;
+}
+
+/** A Content-Type header's media type, lower case, and whether its charset, if it names one, is UTF-8. */
+export function contentType(header: string): { mediaType: string; utf8: boolean } {
+  const [mediaType, ...params] = header.split(';').map((part) => part.trim().toLowerCase());
+  const charset = params.find((p) => p.startsWith('charset='))?.slice('charset='.length).replace(/"/g, '');
+  return { mediaType, utf8: charset === undefined || charset === 'utf-8' || charset === 'utf8' };
 }
 
 /**

@@ -18,7 +18,7 @@ import type { EventSink } from '../../ingest/sink.ts';
 import type { SeriesScope } from '../../store/analytics-rows.ts';
 import { nothingFor, type Store } from '../../store/store.ts';
 import type { On } from '../answering.ts';
-import { readBody, type BodyLimits } from '../body.ts';
+import { contentType, readBody, type BodyLimits } from '../body.ts';
 import { tracked } from '../connection-order.ts';
 import { nameParam } from '../params.ts';
 import { badRequest, HttpProblem, notFound, sendJson } from '../problem.ts';
@@ -36,9 +36,8 @@ const durationValidator = Compile(SetDuration);
 /** A duration's body is JSON: no Content-Type at all is read as JSON, as for events. */
 function isJson(header: string | undefined): boolean {
   if (header === undefined) return true;
-  const [mediaType, ...params] = header.split(';').map((part) => part.trim().toLowerCase());
-  const charset = params.find((p) => p.startsWith('charset='))?.slice('charset='.length).replace(/"/g, '');
-  return mediaType === 'application/json' && (charset === undefined || charset === 'utf-8' || charset === 'utf8');
+  const { mediaType, utf8 } = contentType(header);
+  return mediaType === 'application/json' && utf8;
 }
 
 /** A parameter of the query string, parsed as the command line parses its option: 400 naming it and its rule. */
