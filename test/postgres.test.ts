@@ -11,7 +11,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { followChunk } from '../src/analytics/follow.ts';
+import { startRound } from '../src/analytics/follow.ts';
 import type { WatchEvent } from '../src/event.ts';
 import { seededRandom, Simulation } from '../src/generator/players.ts';
 import type { RunningServer } from '../src/server.ts';
@@ -568,7 +568,7 @@ describe('the analytics follower over PostgreSQL', () => {
         await sleep(10);
       }
     };
-    const round = () => store.analytics.followRound(5_000, followChunk);
+    const round = () => store.analytics.followRound(5_000, startRound);
     /** Rounds until the analytics include every event stored; then every event counts once in its movie, and each pair is as live ingest left it. */
     const followedAll = async (what: string) => {
       await until('caught up', async () => (await round(), (await store.analytics.progress()).lagEvents === 0));
@@ -634,7 +634,7 @@ describe('the analytics follower over PostgreSQL', () => {
     cleanup(() => other.close());
     await store.ingest(Array.from({ length: 3_000 }, (_, i) => event(`u${i % 300}`, `m${i % 7}`, 10 * (1 + Math.floor(i / 300)))));
     await until('both caught up', async () => {
-      await Promise.all([store.analytics.followRound(400, followChunk), other.analytics.followRound(400, followChunk)]);
+      await Promise.all([store.analytics.followRound(400, startRound), other.analytics.followRound(400, startRound)]);
       return (await store.analytics.progress()).lagEvents === 0;
     });
     await followedAll('two followers at once');

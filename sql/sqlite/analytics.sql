@@ -9,8 +9,12 @@ SELECT accounting, max_step AS maxStep, generation, coalesce((SELECT max(seq) FR
 FROM settings WHERE id = 1;
 
 -- name: eventsAfter
--- <db>
-SELECT seq, user_id AS userId, movie_id AS movieId, at, received_at AS receivedAt FROM events WHERE seq > ? ORDER BY seq LIMIT ?;
+-- <db>: the next events after the cursor as one JSON array, five numbers an
+-- event (seq, user, movie, at, received at), in their order: one value to hand
+-- to JavaScript rather than five a row reads them twice as fast. (An ORDER BY
+-- in the aggregate would sort them again; the reader checks the order instead.)
+SELECT '[' || group_concat(seq || ',' || user_id || ',' || movie_id || ',' || at || ',' || received_at) || ']'
+FROM (SELECT seq, user_id, movie_id, at, received_at FROM events WHERE seq > ? ORDER BY seq LIMIT ?);
 
 -- name: state
 -- <db>-analytics
@@ -50,8 +54,10 @@ INSERT INTO retention_changes (movie_id, second, delta) VALUES (?, ?, ?)
 ON CONFLICT (movie_id, second) DO UPDATE SET delta = delta + excluded.delta;
 
 -- name: addSeen
--- <db>-analytics
-INSERT OR IGNORE INTO series_viewers (scope, id, interval, start, user_id) VALUES (?, ?, ?, ?, ?);
+-- <db>-analytics: the users of a JSON array of numbers, in one statement: a
+-- round may bring a bucket a hundred thousand, and one statement a user took
+-- four times as long.
+INSERT OR IGNORE INTO series_viewers (scope, id, interval, start, user_id) SELECT ?, ?, ?, ?, value FROM json_each(?);
 
 -- name: addSeries
 -- <db>-analytics

@@ -43,6 +43,13 @@ function firstReaching(coverage: Coverage, second: number): number {
 export function cover(coverage: Coverage, from: number, to: number): number[] {
   if (from >= to) return [];
   const first = firstReaching(coverage, from);
+  if (first < coverage.length && coverage[first] <= from && (first + 2 >= coverage.length || coverage[first + 2] > to)) {
+    // The common case, a player going on from where it was: one interval grows (or holds it all), none merge.
+    const end = coverage[first + 1];
+    if (to <= end) return [];
+    coverage[first + 1] = to;
+    return [end, to];
+  }
   let last = first;
   const added: number[] = [];
   let cursor = from;

@@ -1,91 +1,168 @@
 // The follower's arithmetic (SPEC section 7): what a run of stored events, in
-// their order, adds to the analytics. Pure: the stores read the events and
-// the pairs' states, call followChunk inside their transaction and write what
-// it returns with the new cursor, so any cut of the events into rounds gives
-// the same figures.
+// their order, adds to the analytics. Pure: a store starts a round with the
+// rule and a way to load a pair's state, adds the events it reads in order,
+// and writes what finish() returns with the new cursor in one transaction,
+// so any cut of the events into rounds gives the same figures.
 import { credit, type AccountingRule } from '../accounting.ts';
 import {
   INTERVAL_CODE,
-  pairKeyOf,
   SCOPE,
   type ChunkWrite,
-  type FollowedEvent,
   type MovieDelta,
   type PairAnalytics,
-  type SeenCandidate,
+  type PairLoader,
+  type RoundArithmetic,
+  type SeenBucket,
   type SeriesDelta,
 } from '../store/analytics-rows.ts';
 import { BUCKET_MS, INTERVALS } from './buckets.ts';
-import { cover, coveredBy } from './coverage.ts';
-
-/** Minutes since the epoch fit in 26 bits until 2097: a movie's or a user's minute is one number. */
-const MINUTE_SPAN = 2 ** 26;
+import { cover } from './coverage.ts';
 
 interface MinuteTally {
   watched: number;
   events: number;
 }
 
-export function followChunk(rule: AccountingRule, events: FollowedEvent[], pairs: Map<string, PairAnalytics>): ChunkWrite {
-  const touched = new Map<string, PairAnalytics>();
-  const movies = new Map<number, MovieDelta>();
-  const retention = new Map<string, [number, number, number]>();
-  // Tallied by minute first, a number a movie or a user: the hours, the days and the service are summed from them.
-  const movieMinutes = new Map<number, MinuteTally>();
-  const userMinutes = new Map<number, MinuteTally>();
-  const seen: SeenCandidate[] = [];
+/**
+ * Users a credited event may have added to a bucket, by the bucket's start
+ * plus its interval's code (starts are whole minutes, so the sum names one).
+ */
+type SeenUsers = Map<number, number[]>;
 
-  const tally = (minutes: Map<number, MinuteTally>, key: number, watched: number) => {
-    const row = minutes.get(key);
-    if (row) {
-      row.watched += watched;
-      row.events += 1;
-    } else minutes.set(key, { watched, events: 1 });
-  };
-  const shiftRetention = (movieId: number, second: number, by: number) => {
-    const key = `${movieId}:${second}`;
-    const change = retention.get(key);
-    if (change) change[2] += by;
-    else retention.set(key, [movieId, second, by]);
-  };
+/**
+ * A minute's tally kept where the events are looked up anyway (the pair, the
+ * movie) until their events move on to another minute: then it goes to a map
+ * of minutes, touched once a minute rather than once an event.
+ */
+interface Tallying extends MinuteTally {
+  minute: number;
+}
 
-  for (const event of events) {
-    const { userId, movieId, at, receivedAt } = event;
-    const key = pairKeyOf(userId, movieId);
-    let pair = touched.get(key) ?? pairs.get(key);
-    if (pair === undefined) {
-      pair = { userId, movieId, position: 0, watched: 0, coverage: 0, furthest: 0, intervals: [], lastReceivedAt: receivedAt, lastCreditedAt: null };
+/** A pair in a round: its state, and its user's minute of watching it. */
+interface PairRound extends Tallying {
+  state: PairAnalytics;
+}
+
+/** What a round adds to one movie: its pairs by user, its retention changes by second, its minutes, its buckets' users. */
+interface MovieRound extends Tallying {
+  delta: MovieDelta;
+  pairs: Map<number, PairRound>;
+  retention: Map<number, number>;
+  minutes: Map<number, MinuteTally>;
+  seen: SeenUsers;
+}
+
+/** Adds a tally's minute to the map, at `key`. */
+const fold = (minutes: Map<number, MinuteTally>, key: number, { watched, events }: MinuteTally) => {
+  const row = minutes.get(key);
+  if (row) {
+    row.watched += watched;
+    row.events += events;
+  } else if (events > 0) minutes.set(key, { watched, events });
+};
+
+/** Starts a tally's next minute; returns the one it ends. */
+const moveOn = (at: Tallying, minute: number): Tallying => {
+  const ended = { minute: at.minute, watched: at.watched, events: at.events };
+  at.minute = minute;
+  at.watched = 0;
+  at.events = 0;
+  return ended;
+};
+
+const see = (seen: SeenUsers, bucket: number, userId: number) => {
+  const users = seen.get(bucket);
+  if (users) users.push(userId);
+  else seen.set(bucket, [userId]);
+};
+
+const shift = (retention: Map<number, number>, second: number, by: number) => retention.set(second, (retention.get(second) ?? 0) + by);
+
+const ascending = (a: number, b: number) => a - b;
+type BucketKey = Pick<SeriesDelta, 'scope' | 'id' | 'interval' | 'start'>;
+const inKeyOrder = (a: BucketKey, b: BucketKey) => a.scope - b.scope || a.id - b.id || a.interval - b.interval || a.start - b.start;
+
+function distinctAscending(numbers: number[]): number[] {
+  const sorted = Float64Array.from(numbers).sort();
+  const distinct: number[] = [];
+  for (let i = 0; i < sorted.length; i++) if (i === 0 || sorted[i] !== sorted[i - 1]) distinct.push(sorted[i]);
+  return distinct;
+}
+
+/**
+ * One round of the follower. Keyed by number (a movie, then a user), since a
+ * round of heartbeats meets every one of 100,000 pairs ten times: the larger
+ * a round, the more of its events fall on pairs, seconds and minutes it has
+ * met already, and the fewer rows it writes an event.
+ */
+class FollowRound implements RoundArithmetic {
+  private readonly movies = new Map<number, MovieRound>();
+  /** Each user's minutes that its pairs' tallies moved on from, by user and minute. */
+  private readonly userMinutes = new Map<number, Map<number, MinuteTally>>();
+  private readonly serviceSeen: SeenUsers = new Map();
+  private readonly progress: boolean;
+  private cursor = 0;
+  pairs = 0;
+
+  constructor(
+    private readonly rule: AccountingRule,
+    private readonly load: PairLoader,
+  ) {
+    this.progress = rule.accounting === 'progress';
+  }
+
+  add(seq: number, userId: number, movieId: number, at: number, receivedAt: number): void {
+    const minute = Math.floor(receivedAt / BUCKET_MS.minute);
+    let movie = this.movies.get(movieId);
+    if (movie === undefined) {
+      const delta = { movieId, viewers: 0, coverage: 0, watched: 0, events: 0, maxAt: 0 };
+      movie = { delta, pairs: new Map(), retention: new Map(), minutes: new Map(), seen: new Map(), minute, watched: 0, events: 0 };
+      this.movies.set(movieId, movie);
     }
-    touched.set(key, pair);
-    let movie = movies.get(movieId);
-    if (movie === undefined) movies.set(movieId, (movie = { movieId, viewers: 0, coverage: 0, watched: 0, events: 0, maxAt: 0 }));
+    let work = movie.pairs.get(userId);
+    if (work === undefined) {
+      const state = this.load(userId, movieId) ?? {
+        userId, movieId, position: 0, watched: 0, coverage: 0, furthest: 0, intervals: [], lastReceivedAt: receivedAt, lastCreditedAt: null,
+      };
+      work = { state, minute, watched: 0, events: 0 };
+      movie.pairs.set(userId, work);
+      this.pairs += 1;
+    }
+    const pair = work.state;
+    const totals = movie.delta;
 
     const prev = pair.position;
-    const credited = credit(rule, prev, at);
-    const covered = coveredBy(rule, prev, at);
-    if (covered) {
-      const pieces = cover(pair.intervals, covered[0], covered[1]);
+    const credited = credit(this.rule, prev, at);
+    // A credited step under progress covers [prev, at) (coveredBy in coverage.ts); under sum, none.
+    if (this.progress && credited > 0) {
+      const pieces = cover(pair.intervals, prev, at);
       let added = 0;
       for (let k = 0; k < pieces.length; k += 2) {
         added += pieces[k + 1] - pieces[k];
-        shiftRetention(movieId, pieces[k], 1);
-        shiftRetention(movieId, pieces[k + 1], -1);
+        shift(movie.retention, pieces[k], 1);
+        shift(movie.retention, pieces[k + 1], -1);
       }
-      if (pair.coverage === 0 && added > 0) movie.viewers += 1;
+      if (pair.coverage === 0 && added > 0) totals.viewers += 1;
       pair.coverage += added;
-      movie.coverage += added;
-      pair.furthest = Math.max(pair.furthest, at);
+      totals.coverage += added;
+      if (at > pair.furthest) pair.furthest = at;
     }
     pair.position = at;
     pair.watched += credited;
     pair.lastReceivedAt = receivedAt;
+    totals.watched += credited;
+    totals.events += 1;
+    if (at > totals.maxAt) totals.maxAt = at;
+
+    if (movie.minute !== minute) {
+      const ended = moveOn(movie, minute);
+      fold(movie.minutes, ended.minute, ended);
+    }
     movie.watched += credited;
     movie.events += 1;
-    movie.maxAt = Math.max(movie.maxAt, at);
-
-    const minute = Math.floor(receivedAt / BUCKET_MS.minute);
-    tally(movieMinutes, movieId * MINUTE_SPAN + minute, credited);
-    tally(userMinutes, userId * MINUTE_SPAN + minute, credited);
+    if (work.minute !== minute) this.foldUser(userId, moveOn(work, minute));
+    work.watched += credited;
+    work.events += 1;
     if (credited > 0) {
       // A user counts once a bucket: a bucket the pair's latest credited event was in already counts them.
       const last = pair.lastCreditedAt;
@@ -93,51 +170,87 @@ export function followChunk(rule: AccountingRule, events: FollowedEvent[], pairs
         const size = BUCKET_MS[interval];
         const start = Math.floor(receivedAt / size) * size;
         if (last !== null && Math.floor(last / size) * size === start) break; // and so do the longer buckets
-        const code = INTERVAL_CODE[interval];
-        seen.push({ scope: SCOPE.movie, id: movieId, interval: code, start, userId });
-        seen.push({ scope: SCOPE.service, id: 0, interval: code, start, userId });
+        see(movie.seen, start + INTERVAL_CODE[interval], userId);
+        see(this.serviceSeen, start + INTERVAL_CODE[interval], userId);
       }
       pair.lastCreditedAt = receivedAt;
     }
+    this.cursor = seq;
   }
 
-  return {
-    pairs: [...touched.values()],
-    movies: [...movies.values()],
-    retention: [...retention.values()].filter((change) => change[2] !== 0),
-    series: seriesOf(movieMinutes, userMinutes),
-    seen,
-    cursor: events.length > 0 ? events[events.length - 1].seq : 0,
-  };
-}
+  private foldUser(userId: number, tallied: Tallying): void {
+    let minutes = this.userMinutes.get(userId);
+    if (minutes === undefined) this.userMinutes.set(userId, (minutes = new Map()));
+    fold(minutes, tallied.minute, tallied);
+  }
 
-/** The series rows a round adds to: each movie's and the service's minutes, hours and days, and each user's minutes. */
-function seriesOf(movieMinutes: Map<number, MinuteTally>, userMinutes: Map<number, MinuteTally>): SeriesDelta[] {
-  const rows = new Map<string, SeriesDelta>();
-  const add = (scope: number, id: number, interval: number, start: number, { watched, events }: MinuteTally) => {
-    const key = `${scope}:${id}:${interval}:${start}`;
-    const row = rows.get(key);
-    if (row) {
-      row.watched += watched;
-      row.events += events;
-    } else rows.set(key, { scope, id, interval, start, watched, events });
-  };
-  for (const [key, tally] of movieMinutes) {
-    const movieId = Math.floor(key / MINUTE_SPAN);
-    const ms = (key % MINUTE_SPAN) * BUCKET_MS.minute;
-    for (const interval of INTERVALS) {
-      const start = Math.floor(ms / BUCKET_MS[interval]) * BUCKET_MS[interval];
-      add(SCOPE.movie, movieId, INTERVAL_CODE[interval], start, tally);
-      add(SCOPE.service, 0, INTERVAL_CODE[interval], start, tally);
+  /** What the round writes, each kind in its table's key order: a B-tree takes sorted writes on the fewest pages. */
+  finish(): ChunkWrite {
+    const pairs: PairAnalytics[] = [];
+    const userRows: SeriesDelta[] = [];
+    const movies: MovieDelta[] = [];
+    const retention: [number, number, number][] = [];
+    const series = new Map<string, SeriesDelta>();
+    const addSeries = (scope: number, id: number, interval: number, start: number, { watched, events }: MinuteTally) => {
+      const key = `${scope}:${id}:${interval}:${start}`;
+      const row = series.get(key);
+      if (row) {
+        row.watched += watched;
+        row.events += events;
+      } else series.set(key, { scope, id, interval, start, watched, events });
+    };
+    for (const movieId of [...this.movies.keys()].sort(ascending)) {
+      const movie = this.movies.get(movieId)!;
+      movies.push(movie.delta);
+      for (const userId of [...movie.pairs.keys()].sort(ascending)) {
+        const work = movie.pairs.get(userId)!;
+        pairs.push(work.state);
+        userRows.push({ scope: SCOPE.user, id: userId, interval: INTERVAL_CODE.minute, start: work.minute * BUCKET_MS.minute, watched: work.watched, events: work.events });
+      }
+      fold(movie.minutes, movie.minute, movie);
+      for (const second of [...movie.retention.keys()].sort(ascending)) {
+        const delta = movie.retention.get(second)!;
+        if (delta !== 0) retention.push([movieId, second, delta]);
+      }
+      // A movie's hours and days, and the service's minutes (whose hours and days follow), are summed from its minutes.
+      for (const [minute, row] of movie.minutes) {
+        const ms = minute * BUCKET_MS.minute;
+        for (const interval of INTERVALS) {
+          const start = Math.floor(ms / BUCKET_MS[interval]) * BUCKET_MS[interval];
+          addSeries(SCOPE.movie, movieId, INTERVAL_CODE[interval], start, row);
+          addSeries(SCOPE.service, 0, INTERVAL_CODE[interval], start, row);
+        }
+      }
     }
+    for (const [userId, minutes] of this.userMinutes) {
+      for (const [minute, { watched, events }] of minutes) {
+        userRows.push({ scope: SCOPE.user, id: userId, interval: INTERVAL_CODE.minute, start: minute * BUCKET_MS.minute, watched, events });
+      }
+    }
+    // The service's and the movies' rows, then the users' (scope 2), each user's minute once.
+    const rows = [...series.values()].sort(inKeyOrder);
+    for (const row of userRows.sort(inKeyOrder)) {
+      const last = rows[rows.length - 1];
+      if (last && inKeyOrder(last, row) === 0) {
+        last.watched += row.watched;
+        last.events += row.events;
+      } else rows.push(row);
+    }
+    const seen: SeenBucket[] = [];
+    const addSeen = (scope: number, id: number, users: SeenUsers) => {
+      for (const [bucket, ids] of users) {
+        const interval = ((bucket % BUCKET_MS.minute) + BUCKET_MS.minute) % BUCKET_MS.minute; // a start before 1970 is negative
+        seen.push({ scope, id, interval, start: bucket - interval, users: distinctAscending(ids) });
+      }
+    };
+    addSeen(SCOPE.service, 0, this.serviceSeen);
+    for (const [movieId, movie] of this.movies) addSeen(SCOPE.movie, movieId, movie.seen);
+    return { pairs, movies, retention, series: rows, seen: seen.sort(inKeyOrder), cursor: this.cursor };
   }
-  const minuteCode = INTERVAL_CODE.minute;
-  const series = [...rows.values()];
-  for (const [key, { watched, events }] of userMinutes) {
-    series.push({ scope: SCOPE.user, id: Math.floor(key / MINUTE_SPAN), interval: minuteCode, start: (key % MINUTE_SPAN) * BUCKET_MS.minute, watched, events });
-  }
-  return series;
 }
+
+/** Starts a follower round under the rule; `load` gives a pair's state as the last round left it (undefined: a new pair). */
+export const startRound = (rule: AccountingRule, load: PairLoader): RoundArithmetic => new FollowRound(rule, load);
 
 /** The coverage from which a pair counts as having completed a movie of this duration: 90 %, and at least a second. */
 export function completedFrom(duration: number): number {

@@ -7,16 +7,21 @@ import { setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { AnalyticsFileGoneError, analyticsFileOf, isDamagedFile, removeAnalyticsFile, SqliteFollowing } from '../store/sqlite-analytics.ts';
-import { followChunk } from './follow.ts';
+import { startRound } from './follow.ts';
 import { Follower, type RunningFollower } from './follower.ts';
 
 /**
- * Events a round takes at most on the thread: no event loop of requests to
- * hold up, and the larger a round, the more of its writes fall on the same
- * rows and pages. Heartbeats of 100,000 players had 1,168 bytes an event
- * written to disk in rounds of 5,000 and 454 in rounds of 20,000.
+ * Events a round takes at most on the thread, where no event loop of requests
+ * waits for it. The larger a round, the more of its events fall on pairs,
+ * seconds and minutes it has met already, and the fewer rows it writes an
+ * event: heartbeats of 100,000 players, whom a round of a million meets ten
+ * times each, cost 4 µs an event in such rounds, and 11 µs in rounds of a
+ * second's reading (about 300,000). A follower that keeps up takes small
+ * rounds (what arrived since the last); one that has fallen behind takes
+ * large ones, and catches up the faster. (The store also ends a round at
+ * 200,000 pairs, for memory.)
  */
-export const THREAD_ROUND_EVENTS = 20_000;
+export const THREAD_ROUND_EVENTS = 1_000_000;
 
 /** A small young generation: a round's garbage is collected often rather than let grow the server's RSS. */
 const resourceLimits = { maxYoungGenerationSizeMb: 8 };
@@ -26,6 +31,10 @@ const CATCH_UP_AT_STOP_MS = 2_000;
 
 interface Setup {
   databaseFile: string;
+  /** Events applied, all time: the writer reads it for the lag metric. */
+  applied: BigInt64Array;
+  /** Set to 1 by the writer when it stops: the round under way commits what it has read and ends. */
+  stopping: Int32Array;
 }
 
 type FromThread = { t: 'error'; message: string; stack?: string } | { t: 'ready' };
@@ -39,7 +48,8 @@ export function startFollowerThread(databaseFile: string, onError: (error: Error
   // This module's own file, .ts under tsx and .js once compiled.
   const here = fileURLToPath(import.meta.url);
   const applied = new BigInt64Array(new SharedArrayBuffer(8));
-  const workerData = { databaseFile, applied } satisfies Setup & { applied: BigInt64Array };
+  const stopping = new Int32Array(new SharedArrayBuffer(4));
+  const workerData = { databaseFile, applied, stopping } satisfies Setup;
   // Under tsx (the tests), the thread registers tsx's loader first: a thread does not inherit one registered at run time.
   const worker = here.endsWith('.ts')
     ? new Worker(`import('tsx/esm/api').then(({ register }) => { register(); return import(${JSON.stringify(import.meta.url)}); })`, { eval: true, workerData, resourceLimits })
@@ -57,6 +67,8 @@ export function startFollowerThread(databaseFile: string, onError: (error: Error
     ready,
     applied: () => Number(Atomics.load(applied, 0)),
     stop: async () => {
+      // The thread is busy in a round, not listening: the flag is what it sees first.
+      Atomics.store(stopping, 0, 1);
       worker.postMessage('stop');
       await exited;
     },
@@ -67,14 +79,17 @@ export function startFollowerThread(databaseFile: string, onError: (error: Error
 const REOPEN_MS = 5_000;
 
 async function runThread(): Promise<void> {
-  const { databaseFile, applied } = workerData as Setup & { applied: BigInt64Array };
+  const { databaseFile, applied, stopping } = workerData as Setup;
+  /** Once stopping, rounds end at once, but for the catch-up's own until this time. */
+  let catchUpUntil = 0;
+  const interrupted = () => Atomics.load(stopping, 0) === 1 && Date.now() >= catchUpUntil;
   const report = (error: unknown) =>
     parentPort!.postMessage({ t: 'error', message: (error as Error).message, stack: (error as Error).stack } satisfies FromThread);
   const analyticsFile = analyticsFileOf(databaseFile);
   /** The follower's connections: made again when the file went, and the file made again when it is damaged. */
   const open = (): SqliteFollowing | undefined => {
     try {
-      return new SqliteFollowing(databaseFile);
+      return new SqliteFollowing(databaseFile, interrupted);
     } catch (error) {
       if (!isDamagedFile(error)) {
         report(new Error(`cannot open the analytics file ${analyticsFile}: ${(error as Error).message}; trying again in ${REOPEN_MS / 1000} s`));
@@ -82,7 +97,7 @@ async function runThread(): Promise<void> {
       }
       report(new Error(`${analyticsFile} is damaged (${(error as Error).message}): removed, to be derived again from the events`));
       removeAnalyticsFile(analyticsFile);
-      return new SqliteFollowing(databaseFile);
+      return new SqliteFollowing(databaseFile, interrupted);
     }
   };
   // Opened at the server's priority, which waits for it before it listens; then the lowest.
@@ -93,16 +108,15 @@ async function runThread(): Promise<void> {
   } catch {
     // Not allowed here: the same priority as ingest.
   }
-  let stopping = false;
   const follower = new Follower(
     {
-      followRound: (limit, apply) => {
+      followRound: (limit, start) => {
         following ??= open();
         if (following === undefined) throw new Error(`the analytics file ${analyticsFile} cannot be opened`);
         try {
-          const n = following.followRound(limit, apply);
-          Atomics.add(applied, 0, BigInt(n));
-          return n;
+          const round = following.followRound(limit, start);
+          Atomics.add(applied, 0, BigInt(round.applied));
+          return round;
         } catch (error) {
           if (error instanceof AnalyticsFileGoneError || isDamagedFile(error)) {
             following.close();
@@ -117,17 +131,16 @@ async function runThread(): Promise<void> {
       roundEvents: THREAD_ROUND_EVENTS,
       failedMs: REOPEN_MS,
       onError: (error) => {
-        if (!stopping) report(new Error(`analytics file ${analyticsFile}: ${(error as Error).message}`));
+        if (Atomics.load(stopping, 0) === 0) report(new Error(`analytics file ${analyticsFile}: ${(error as Error).message}`));
       },
     },
   ).start();
   parentPort!.once('message', async () => {
-    stopping = true;
     await follower.stop();
     // A server that stops leaves the analytics caught up with what it stored, when that is quick.
-    const until = Date.now() + CATCH_UP_AT_STOP_MS;
+    catchUpUntil = Date.now() + CATCH_UP_AT_STOP_MS;
     try {
-      while (following && Date.now() < until && following.followRound(THREAD_ROUND_EVENTS, followChunk) > 0);
+      while (following && Date.now() < catchUpUntil && following.followRound(THREAD_ROUND_EVENTS, startRound).full);
     } catch {
       // Derived again at the next start.
     }

@@ -5,7 +5,7 @@
 // ingest's flushes interleave; an empty or partial one waits `idleMs`.
 import type { AnalyticsStore } from '../store/analytics-rows.ts';
 import { StoreBusyError, type Awaitable } from '../store/store.ts';
-import { followChunk } from './follow.ts';
+import { startRound } from './follow.ts';
 
 /**
  * Events a round takes at most, in the writer's process (PostgreSQL): its
@@ -82,10 +82,10 @@ export class Follower implements RunningFollower {
         this.schedule(wait);
         return;
       }
-      const applied = await this.store.followRound(limit, followChunk);
-      this.appliedEvents += applied; 
+      const { applied, full } = await this.store.followRound(limit, startRound);
+      this.appliedEvents += applied;
       const busy = this.options.ingestIdle ? !this.options.ingestIdle() : false;
-      if (applied === limit) wait = busy ? Math.max(BETWEEN_ROUNDS_MS, BUSY_PAUSE_FACTOR * (performance.now() - started)) : BETWEEN_ROUNDS_MS;
+      if (full) wait = busy ? Math.max(BETWEEN_ROUNDS_MS, BUSY_PAUSE_FACTOR * (performance.now() - started)) : BETWEEN_ROUNDS_MS;
     } catch (error) {
       // Busy: a rebuild or a backup holds the write lock; the next round tries again.
       if (!(error instanceof StoreBusyError)) {
@@ -104,7 +104,11 @@ export class Follower implements RunningFollower {
   async catchUp(): Promise<number> {
     const limit = this.options.roundEvents ?? ROUND_EVENTS;
     let total = 0;
-    for (let applied = limit; applied === limit; total += applied) applied = await this.store.followRound(limit, followChunk);
+    for (let full = true; full; ) {
+      const round = await this.store.followRound(limit, startRound);
+      total += round.applied;
+      full = round.full;
+    }
     this.appliedEvents += total;
     return total;
   }

@@ -45,13 +45,13 @@ export interface SeriesDelta {
   events: number;
 }
 
-/** A user who may be new to a bucket of the service's or a movie's series. */
-export interface SeenCandidate {
+/** Users who may be new to a bucket of the service's or a movie's series: distinct, ascending. */
+export interface SeenBucket {
   scope: number;
   id: number;
   interval: number;
   start: number;
-  userId: number;
+  users: number[];
 }
 
 export interface MovieDelta {
@@ -70,14 +70,30 @@ export interface ChunkWrite {
   /** [movieId, second, delta]: changes of how many pairs cover a second. */
   retention: [number, number, number][];
   series: SeriesDelta[];
-  /** Each one inserted (new to its bucket) adds a viewer to its series row. */
-  seen: SeenCandidate[];
+  /** Each user inserted (new to the bucket) adds a viewer to the bucket's series row. */
+  seen: SeenBucket[];
   /** The number of the last event applied. */
   cursor: number;
 }
 
-/** The follower's arithmetic, given the rule, the events in order and their pairs' states (absent: new pairs). */
-export type ChunkApplier = (rule: AccountingRule, events: FollowedEvent[], pairs: Map<string, PairAnalytics>) => ChunkWrite;
+/** A pair's state as the last round left it, or undefined for a pair not followed yet. */
+export type PairLoader = (userId: number, movieId: number) => PairAnalytics | undefined;
+
+/** The follower's arithmetic over one round (src/analytics/follow.ts): the events added in order, then what to write. */
+export interface RoundArithmetic {
+  add(seq: number, userId: number, movieId: number, at: number, receivedAt: number): void;
+  /** The distinct pairs met so far: the round's size in memory. */
+  readonly pairs: number;
+  finish(): ChunkWrite;
+}
+
+export type StartRound = (rule: AccountingRule, load: PairLoader) => RoundArithmetic;
+
+/** What a round did: the events it applied, and whether it stopped at a limit with more events waiting, perhaps. */
+export interface RoundDone {
+  applied: number;
+  full: boolean;
+}
 
 export const pairKeyOf = (userId: number, movieId: number) => `${userId}:${movieId}`;
 
@@ -124,11 +140,11 @@ export interface ViewersNowRow extends AnalyticsProgress {
 export interface AnalyticsStore {
   /**
    * One follower round, in one transaction: the events after the cursor (at
-   * most `limit`), their pairs' states, `apply`, its writes and the new
-   * cursor. Returns how many events it applied; 0 when none are waiting or
-   * another follower holds the round (PostgreSQL).
+   * most `limit`) through a round `start`s, its writes and the new cursor.
+   * None applied when none are waiting or another follower holds the round
+   * (PostgreSQL).
    */
-  followRound(limit: number, apply: ChunkApplier): Awaitable<number>;
+  followRound(limit: number, start: StartRound): Awaitable<RoundDone>;
   progress(): Awaitable<AnalyticsProgress>;
   /** A movie's analytics, or undefined for a movie never seen; `completedFrom(duration)` is the coverage that counts as completed. */
   movie(slug: string, completedFrom: (duration: number) => number, withRetention: boolean): Awaitable<MovieAnalyticsRow | undefined>;

@@ -13,12 +13,13 @@ import {
   type AnalyticsProgress,
   type AnalyticsSnapshot,
   type AnalyticsStore,
-  type ChunkApplier,
   type FollowedEvent,
   type MovieAnalyticsRow,
   type PairAnalytics,
+  type RoundDone,
   type SeriesRow,
   type SeriesScope,
+  type StartRound,
   type ViewersNowRow,
 } from './analytics-rows.ts';
 import { namedQueries } from './sql-files.ts';
@@ -48,14 +49,14 @@ export class PostgresAnalytics implements AnalyticsStore {
     private readonly helpers: PostgresHelpers,
   ) {}
 
-  async followRound(limit: number, apply: ChunkApplier): Promise<number> {
+  async followRound(limit: number, start: StartRound): Promise<RoundDone> {
     await this.pool.query(A.followHorizon);
     return this.helpers.transaction(async (client) => {
       // Another server's follower is in a round: this one has nothing to do.
-      if (!(await client.query<{ mine: boolean }>(A.followLock)).rows[0].mine) return 0;
+      if (!(await client.query<{ mine: boolean }>(A.followLock)).rows[0].mine) return { applied: 0, full: false };
       const state = (await client.query<{ cursor: number; horizon: number } & AccountingRule>(A.followState)).rows[0];
       const events = (await client.query<FollowedEvent>(A.eventsAfter, [state.cursor, state.horizon, limit])).rows;
-      if (events.length === 0) return 0;
+      if (events.length === 0) return { applied: 0, full: false };
       const keys = new Map<string, [number, number]>();
       for (const { userId, movieId } of events) keys.set(pairKeyOf(userId, movieId), [userId, movieId]);
       const pairs = new Map<string, PairAnalytics>();
@@ -65,8 +66,11 @@ export class PostgresAnalytics implements AnalyticsStore {
       ]);
       for (const row of stored.rows) pairs.set(pairKeyOf(row.userId, row.movieId), { ...row, intervals: decodeIntervals(row.intervals) });
 
-      const write = apply({ accounting: state.accounting, maxStep: state.maxStep }, events, pairs);
-      const { pairs: ps, movies: ms, retention: rs, seen: ns, series: ss } = write;
+      const round = start({ accounting: state.accounting, maxStep: state.maxStep }, (userId, movieId) => pairs.get(pairKeyOf(userId, movieId)));
+      for (const e of events) round.add(e.seq, e.userId, e.movieId, e.at, e.receivedAt);
+      const write = round.finish();
+      const { pairs: ps, movies: ms, retention: rs, series: ss } = write;
+      const ns = write.seen.flatMap(({ users, ...bucket }) => users.map((userId) => ({ ...bucket, userId })));
       await client.query(A.writeRound, [
         ...[ps.map((p) => p.userId), ps.map((p) => p.movieId), ps.map((p) => p.position), ps.map((p) => p.watched),
           ps.map((p) => p.coverage), ps.map((p) => p.furthest)].map(integers),
@@ -81,7 +85,7 @@ export class PostgresAnalytics implements AnalyticsStore {
           ss.map((s) => s.events)].map(integers),
         write.cursor,
       ]);
-      return events.length;
+      return { applied: events.length, full: events.length === limit };
     });
   }
 

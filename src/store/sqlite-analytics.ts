@@ -17,12 +17,13 @@ import {
   type AnalyticsProgress,
   type AnalyticsSnapshot,
   type AnalyticsStore,
-  type ChunkApplier,
-  type FollowedEvent,
+  type ChunkWrite,
   type MovieAnalyticsRow,
   type PairAnalytics,
+  type RoundDone,
   type SeriesRow,
   type SeriesScope,
+  type StartRound,
   type ViewersNowRow,
 } from './analytics-rows.ts';
 import { namedQueries } from './sql-files.ts';
@@ -59,6 +60,30 @@ const SCHEMA_SQL = fileURLToPath(new URL('../../sql/sqlite/analytics-schema.sql'
  * and the follower took 47 µs an event instead of 23.
  */
 const KEPT_PAIRS = 120_000;
+/** Events a round reads from <db> at a time: a round of a million events never holds them all. */
+const READ_EVENTS = 10_000;
+/**
+ * A round stops reading once it has met this many pairs (it may pass them by
+ * a read): what it holds in memory until it writes them.
+ */
+const ROUND_PAIRS = 200_000;
+/** How many numbers an event is in eventsAfter's array: seq, userId, movieId, at, receivedAt. */
+const EVENT_NUMBERS = 5;
+
+/** The events of eventsAfter's array (null: none), by number: SQLite builds it in the subquery's order, but does not promise it. */
+function eventsOf(json: string | null): number[] {
+  if (json === null) return [];
+  const events = JSON.parse(json) as number[];
+  for (let i = EVENT_NUMBERS; i < events.length; i += EVENT_NUMBERS) {
+    if (events[i] < events[i - EVENT_NUMBERS]) {
+      const rows = Array.from({ length: events.length / EVENT_NUMBERS }, (_, k) => events.slice(k * EVENT_NUMBERS, (k + 1) * EVENT_NUMBERS));
+      return rows.sort((a, b) => a[0] - b[0]).flat();
+    }
+  }
+  return events;
+}
+
+type PairRow = Omit<PairAnalytics, 'intervals' | 'userId' | 'movieId'> & { intervals: Buffer };
 
 const FOLLOW_QUERIES = [
   'followed', 'eventsAfter', 'markOf', 'state', 'setState', 'pairState', 'writePair', 'addToMovie', 'addRetention', 'addSeen', 'addSeries',
@@ -99,7 +124,7 @@ export class SqliteFollowing {
   private readonly analytics: Database.Database;
   private readonly q: Statements<FollowQuery>;
   private readonly reset: string;
-  private readonly round: Database.Transaction<(limit: number, apply: ChunkApplier) => number>;
+  private readonly round: Database.Transaction<(limit: number, start: StartRound) => RoundDone>;
   private readonly kept = new LRUCache<string, PairAnalytics>({ max: KEPT_PAIRS });
   /** The analytics file's data_version after this follower's last round: another writer of it voids the kept states. */
   private keptAt = -1;
@@ -108,7 +133,11 @@ export class SqliteFollowing {
   readonly file: string;
   private readonly inode: number | undefined;
 
-  constructor(databaseFile: string) {
+  constructor(
+    databaseFile: string,
+    /** Whether a round should stop reading and commit what it has (the thread's follower, stopping). */
+    private readonly interrupted: () => boolean = () => false,
+  ) {
     this.file = analyticsFileOf(databaseFile);
     this.events = new Database(databaseFile, { readonly: true, fileMustExist: true });
     this.analytics = new Database(this.file);
@@ -127,6 +156,7 @@ export class SqliteFollowing {
       }
       this.q = prepare(FOLLOW_QUERIES, (name) => (EVENT_QUERIES.has(name) ? this.events : this.analytics));
       this.q.markOf.pluck();
+      this.q.eventsAfter.pluck();
       this.inode = inodeOf(this.file);
       this.reset = namedQueries('sqlite', ['reset'], 'analytics.sql').reset;
       this.round = this.analytics.transaction((limit, apply) => this.roundInside(limit, apply));
@@ -137,26 +167,26 @@ export class SqliteFollowing {
   }
 
   /**
-   * One round: the events after the cursor (at most `limit`), applied and
-   * written with the new cursor, in one IMMEDIATE transaction of the
-   * analytics file, so that two followers of one file cannot both apply
-   * the same events.
+   * One round: the events after the cursor (at most `limit`; fewer once it
+   * has met ROUND_PAIRS pairs, or is interrupted), applied and written with the new cursor,
+   * in one IMMEDIATE transaction of the analytics file, so that two followers
+   * of one file cannot both apply the same events.
    */
-  followRound(limit: number, apply: ChunkApplier): number {
+  followRound(limit: number, start: StartRound): RoundDone {
     if (inodeOf(this.file) !== this.inode) throw new AnalyticsFileGoneError(`${this.file} was deleted or replaced while followed`);
     try {
-      return this.round.immediate(limit, apply);
+      return this.round.immediate(limit, start);
     } catch (error) {
-      // apply() changed kept states in place; the round did not commit them.
+      // The round changed kept states in place; it did not commit them.
       this.kept.clear();
       throw error;
     }
   }
 
-  private roundInside(limit: number, apply: ChunkApplier): number {
+  private roundInside(limit: number, start: StartRound): RoundDone {
     if (this.analytics.pragma('data_version', { simple: true }) !== this.keptAt) this.kept.clear();
     const followed = this.q.followed.get() as Followed | undefined;
-    if (followed === undefined) return 0; // a database without settings yet
+    if (followed === undefined) return { applied: 0, full: false }; // a database without settings yet
     let state = this.q.state.get() as FollowState | undefined;
     if (state !== undefined && !stateHolds(state, followed, this.q.markOf)) {
       // A rebuild swapped since (another rule, perhaps), or the database was put back from a backup.
@@ -164,32 +194,43 @@ export class SqliteFollowing {
       this.kept.clear();
       state = undefined;
     }
-    const cursor = state?.cursor ?? 0;
-    const events = this.q.eventsAfter.all(cursor, limit) as FollowedEvent[];
-    if (events.length === 0) {
-      if (state === undefined) this.q.setState.run(0, followed.generation, '');
-      return 0;
-    }
-    const pairs = new Map<string, PairAnalytics>();
-    for (const { userId, movieId } of events) {
-      const key = pairKeyOf(userId, movieId);
-      if (pairs.has(key)) continue;
-      const kept = this.kept.get(key);
-      if (kept) {
-        pairs.set(key, kept);
-        continue;
+    const round = start({ accounting: followed.accounting, maxStep: followed.maxStep }, (userId, movieId) => this.pairOf(userId, movieId));
+    let cursor = state?.cursor ?? 0;
+    let applied = 0;
+    let full = false;
+    for (;;) {
+      const want = Math.min(READ_EVENTS, limit - applied);
+      const events = eventsOf(this.q.eventsAfter.get(cursor, want) as string | null);
+      for (let i = 0; i < events.length; i += EVENT_NUMBERS) round.add(events[i], events[i + 1], events[i + 2], events[i + 3], events[i + 4]);
+      const read = events.length / EVENT_NUMBERS;
+      applied += read;
+      if (read < want) break;
+      cursor = events[events.length - EVENT_NUMBERS];
+      if (applied >= limit || round.pairs >= ROUND_PAIRS || this.interrupted()) {
+        full = true;
+        break;
       }
-      const row = this.q.pairState.get(movieId, userId) as (Omit<PairAnalytics, 'intervals'> & { intervals: Buffer }) | undefined;
-      if (row) pairs.set(key, { ...row, userId, movieId, intervals: decodeIntervals(row.intervals) });
     }
-    const write = apply({ accounting: followed.accounting, maxStep: followed.maxStep }, events, pairs);
+    if (applied === 0) {
+      if (state === undefined) this.q.setState.run(0, followed.generation, '');
+      return { applied, full };
+    }
+    const write = round.finish();
     this.store(write, followed.generation, this.q.markOf.get(write.cursor) as string);
     for (const pair of write.pairs) this.kept.set(pairKeyOf(pair.userId, pair.movieId), pair);
     this.keptAt = this.analytics.pragma('data_version', { simple: true }) as number;
-    return events.length;
+    return { applied, full };
   }
 
-  private store(write: ReturnType<ChunkApplier>, generation: number, mark: string): void {
+  /** A pair's state as the last round left it: kept, or read from the file. */
+  private pairOf(userId: number, movieId: number): PairAnalytics | undefined {
+    const kept = this.kept.get(pairKeyOf(userId, movieId));
+    if (kept) return kept;
+    const row = this.q.pairState.get(movieId, userId) as PairRow | undefined;
+    return row && { ...row, userId, movieId, intervals: decodeIntervals(row.intervals) };
+  }
+
+  private store(write: ChunkWrite, generation: number, mark: string): void {
     const q = this.q;
     for (const p of write.pairs) {
       q.writePair.run(p.userId, p.movieId, p.position, p.watched, p.coverage, p.furthest, encodeIntervals(p.intervals), p.lastReceivedAt, p.lastCreditedAt);
@@ -197,10 +238,9 @@ export class SqliteFollowing {
     for (const m of write.movies) q.addToMovie.run(m.movieId, m.viewers, m.coverage, m.watched, m.events, m.maxAt);
     for (const [movieId, second, delta] of write.retention) q.addRetention.run(movieId, second, delta);
     const newViewers = new Map<string, number>();
-    for (const s of write.seen) {
-      if (q.addSeen.run(s.scope, s.id, s.interval, s.start, s.userId).changes === 0) continue;
-      const key = `${s.scope}:${s.id}:${s.interval}:${s.start}`;
-      newViewers.set(key, (newViewers.get(key) ?? 0) + 1);
+    for (const { scope, id, interval, start, users } of write.seen) {
+      const added = q.addSeen.run(scope, id, interval, start, JSON.stringify(users)).changes;
+      if (added > 0) newViewers.set(`${scope}:${id}:${interval}:${start}`, added);
     }
     for (const s of write.series) {
       const viewers = newViewers.get(`${s.scope}:${s.id}:${s.interval}:${s.start}`) ?? 0;
@@ -238,9 +278,9 @@ export class SqliteAnalytics implements AnalyticsStore {
   }
 
   /** Rounds in this process, on connections of their own (the benchmark; the server follows on a thread). */
-  followRound(limit: number, apply: ChunkApplier): number {
+  followRound(limit: number, start: StartRound): RoundDone {
     this.following ??= new SqliteFollowing(this.databaseFile);
-    return this.following.followRound(limit, apply);
+    return this.following.followRound(limit, start);
   }
 
   private analytics() {
