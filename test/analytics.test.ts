@@ -19,6 +19,9 @@ import Database from 'better-sqlite3';
 import type { WatchEvent } from '../src/event.ts';
 import { seededRandom, Simulation } from '../src/generator/players.ts';
 import type { RunningServer } from '../src/server.ts';
+import { startRound } from '../src/analytics/follow.ts';
+import { SqliteFollowing } from '../src/store/sqlite-analytics.ts';
+import { SqliteStore } from '../src/store/sqlite.ts';
 import { cleanupAfter, cli, connection, get, post, request, serve, serverProcess, tempDir, type Answer } from './helpers.ts';
 
 const MAX_STEP = 120;
@@ -1009,5 +1012,96 @@ describe('analytics with serve --workers 2', () => {
     } finally {
       conn.close();
     }
+  });
+});
+
+// ---------------------------------------------------------------------------
+
+describe("the follower's rounds", () => {
+  /**
+   * 25,000 events of 300 users over 30 movies, received over three days:
+   * more than a round reads at once (10,000), with every kind of step.
+   */
+  function eventsDatabase(file: string): void {
+    const random = seededRandom(7);
+    const store = new SqliteStore(file);
+    try {
+      store.initSettings({ accounting: 'progress', maxStep: MAX_STEP });
+      const positions = new Map<string, number>();
+      let receivedAt = Date.parse('2026-03-01T22:00:00Z');
+      for (let batch = 0; batch < 25; batch++) {
+        const events = Array.from({ length: 1000 }, () => {
+          receivedAt += Math.floor(random() * 20_000);
+          const user = `u${Math.floor(random() * 300)}`;
+          const slug = `m${Math.floor(random() * 30)}`;
+          const key = `${user} ${slug}`;
+          const was = positions.get(key) ?? 0;
+          const steps = [5, 10, 60, MAX_STEP, MAX_STEP + 1, 0, -30, 1000];
+          const at = Math.max(0, was + steps[Math.floor(random() * steps.length)]);
+          positions.set(key, at);
+          return { user, slug, at, receivedAt };
+        });
+        store.ingest(events);
+      }
+    } finally {
+      store.close();
+    }
+  }
+
+  /** Every row of the analytics file but the cursor's mark; retention as the curve's changes that are not 0. */
+  function analyticsRows(db: string) {
+    const conn = new Database(`${db}-analytics`, { readonly: true });
+    try {
+      const all = (sql: string) => conn.prepare(sql).raw().all() as unknown[][];
+      return {
+        cursor: all('SELECT cursor, generation FROM follow_state'),
+        pairs: all('SELECT * FROM pair_coverage ORDER BY movie_id, user_id'),
+        movies: all('SELECT * FROM movie_coverage ORDER BY movie_id'),
+        retention: all('SELECT * FROM retention_changes WHERE delta <> 0 ORDER BY movie_id, second'),
+        series: all('SELECT * FROM series ORDER BY scope, id, interval, start'),
+        seen: all('SELECT * FROM series_viewers ORDER BY scope, id, interval, start, user_id'),
+      };
+    } finally {
+      conn.close();
+    }
+  }
+
+  /** Follows a copy of the database in rounds of `limit`, `interrupted` as the thread's is when it stops; the rounds' sizes. */
+  function follow(source: string, copy: string, limit: number, interrupted?: () => boolean): number[] {
+    copyFileSync(source, copy);
+    const following = new SqliteFollowing(copy, interrupted);
+    try {
+      const sizes: number[] = [];
+      for (let full = true; full; ) {
+        const round = following.followRound(limit, startRound);
+        sizes.push(round.applied);
+        full = round.full;
+      }
+      return sizes;
+    } finally {
+      following.close();
+    }
+  }
+
+  test('any cut of the events into rounds writes the same analytics: one round, rounds of 97, rounds cut by an interruption', (t) => {
+    const cleanup = cleanupAfter(t);
+    const dir = tempDir(cleanup);
+    const source = path.join(dir, 'events.db');
+    eventsDatabase(source);
+    const stored = storedEvents(source);
+    assert.equal(stored.length, 25_000);
+    assert.ok(stored.at(-1)!.receivedAt - stored[0].receivedAt > 2 * DAY, 'the events span days');
+
+    assert.deepEqual(follow(source, path.join(dir, 'one.db'), 1_000_000), [25_000], 'one round reads its events in three slices');
+    const small = follow(source, path.join(dir, 'small.db'), 97);
+    assert.equal(small.length, Math.ceil(25_000 / 97) + (25_000 % 97 === 0 ? 1 : 0));
+    // Interrupted, a round commits the slice it read and says it is full: the next one goes on from there.
+    assert.deepEqual(follow(source, path.join(dir, 'cut.db'), 1_000_000, () => true), [10_000, 10_000, 5_000]);
+
+    const one = analyticsRows(path.join(dir, 'one.db'));
+    assert.equal(one.cursor[0][0], stored.at(-1)!.seq);
+    assert.ok(one.pairs.length > 5_000 && one.retention.length > 1_000 && one.seen.length > 10_000, 'the rows are worth comparing');
+    assert.deepEqual(analyticsRows(path.join(dir, 'small.db')), one, 'rounds of 97');
+    assert.deepEqual(analyticsRows(path.join(dir, 'cut.db')), one, 'rounds cut by an interruption');
   });
 });

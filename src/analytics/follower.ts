@@ -8,11 +8,13 @@ import { StoreBusyError, type Awaitable } from '../store/store.ts';
 import { startRound } from './follow.ts';
 
 /**
- * Events a round takes at most, in the writer's process (PostgreSQL): its
- * arithmetic runs on the event loop, a few milliseconds a thousand events.
- * SQLite's thread takes larger rounds (follower-thread.ts).
+ * Events a round takes at most, in the writer's process (PostgreSQL). It
+ * reads them a thousand at a time, its arithmetic between reads holding the
+ * event loop about a millisecond; the larger a round, the fewer rows it
+ * writes an event (follower-thread.ts says why), but the longer its last
+ * step, sorting and sending the round's rows, holds the loop.
  */
-const ROUND_EVENTS = 1_000;
+const ROUND_EVENTS = 20_000;
 /**
  * Between full rounds: a pause, so that another process that waits for the
  * write lock (a rebuild, which sleeps between tries) finds it free.
