@@ -1020,7 +1020,7 @@ describe('analytics with serve --workers 2', () => {
 describe("the follower's rounds", () => {
   /**
    * 25,000 events of 300 users over 30 movies, received over three days:
-   * more than a round reads at once (10,000), with every kind of step.
+   * many times what a round reads at once, with every kind of step.
    */
   function eventsDatabase(file: string): void {
     const random = seededRandom(7);
@@ -1092,11 +1092,13 @@ describe("the follower's rounds", () => {
     assert.equal(stored.length, 25_000);
     assert.ok(stored.at(-1)!.receivedAt - stored[0].receivedAt > 2 * DAY, 'the events span days');
 
-    assert.deepEqual(follow(source, path.join(dir, 'one.db'), 1_000_000), [25_000], 'one round reads its events in three slices');
+    assert.deepEqual(follow(source, path.join(dir, 'one.db'), 1_000_000), [25_000], 'one round reads its events in several slices');
     const small = follow(source, path.join(dir, 'small.db'), 97);
     assert.equal(small.length, Math.ceil(25_000 / 97) + (25_000 % 97 === 0 ? 1 : 0));
     // Interrupted, a round commits the slice it read and says it is full: the next one goes on from there.
-    assert.deepEqual(follow(source, path.join(dir, 'cut.db'), 1_000_000, () => true), [10_000, 10_000, 5_000]);
+    const cut = follow(source, path.join(dir, 'cut.db'), 1_000_000, () => true);
+    assert.ok(cut.length > 2 && cut.every((n) => n > 0 && n < 25_000), `rounds of a slice each: ${cut.join(', ')}`);
+    assert.equal(cut.reduce((a, b) => a + b, 0), 25_000);
 
     const one = analyticsRows(path.join(dir, 'one.db'));
     assert.equal(one.cursor[0][0], stored.at(-1)!.seq);

@@ -1,8 +1,9 @@
 // The follower's arithmetic (SPEC section 7): what a run of stored events, in
-// their order, adds to the analytics. Pure: a store starts a round with the
-// rule and a way to load a pair's state, adds the events it reads in order,
-// and writes what finish() returns with the new cursor in one transaction,
-// so any cut of the events into rounds gives the same figures.
+// their order, adds to the analytics. A store starts a round with the rule
+// and a way to load a pair's state as the last round left it, adds the events
+// it reads in order, and writes what finish() returns with the new cursor in
+// one transaction. What a round writes depends on nothing else, so any cut of
+// the events into rounds gives the same figures.
 import { credit, type AccountingRule } from '../accounting.ts';
 import {
   INTERVAL_CODE,
@@ -38,27 +39,34 @@ interface Tallying extends MinuteTally {
   minute: number;
 }
 
-/** A pair in a round: its state, and its user's minute of watching it. */
-interface PairRound extends Tallying {
-  state: PairAnalytics;
-}
-
 /** What a round adds to one movie: its pairs by user, its retention changes by second, its minutes, its buckets' users. */
 interface MovieRound extends Tallying {
   delta: MovieDelta;
-  pairs: Map<number, PairRound>;
+  /** Its pairs' places in the round's arrays, by user. */
+  pairs: Map<number, number>;
   retention: Map<number, number>;
   minutes: Map<number, MinuteTally>;
   seen: SeenUsers;
 }
 
-/** Adds a tally's minute to the map, at `key`. */
+/**
+ * Roughly the bytes a round holds for each thing it holds, as measured in a
+ * round of heartbeats (pairs) and in one whose pairs move to another minute
+ * every event (minutes, users in buckets); a minute counts its row in
+ * finish() too, which such a round holds for a moment beside the rest.
+ */
+const HELD_BYTES = { pair: 350, minute: 200, retentionChange: 50, bucketUser: 10 } as const;
+
+/** Adds a tally's minute to the map, at `key`; returns the bytes a new entry holds. */
 const fold = (minutes: Map<number, MinuteTally>, key: number, { watched, events }: MinuteTally) => {
   const row = minutes.get(key);
   if (row) {
     row.watched += watched;
     row.events += events;
-  } else if (events > 0) minutes.set(key, { watched, events });
+    return 0;
+  }
+  minutes.set(key, { watched, events });
+  return HELD_BYTES.minute;
 };
 
 /** Starts a tally's next minute; returns the one it ends. */
@@ -70,13 +78,36 @@ const moveOn = (at: Tallying, minute: number): Tallying => {
   return ended;
 };
 
+/** A pair the follower has not met before. */
+const newPair = (userId: number, movieId: number, receivedAt: number): PairAnalytics => ({
+  userId, movieId, position: 0, watched: 0, coverage: 0, furthest: 0, intervals: [], lastReceivedAt: receivedAt, lastCreditedAt: null,
+});
+
 const see = (seen: SeenUsers, bucket: number, userId: number) => {
   const users = seen.get(bucket);
   if (users) users.push(userId);
   else seen.set(bucket, [userId]);
 };
 
-const shift = (retention: Map<number, number>, second: number, by: number) => retention.set(second, (retention.get(second) ?? 0) + by);
+/**
+ * Shifts the change at `second`; returns the bytes held more (or fewer). A
+ * change that comes back to 0 goes: a pair's -1 where its coverage ended is
+ * its next event's +1 where it goes on, so a round holds about two a pair
+ * rather than one an event.
+ */
+const shift = (retention: Map<number, number>, second: number, by: number) => {
+  const was = retention.get(second);
+  if (was === undefined) {
+    retention.set(second, by);
+    return HELD_BYTES.retentionChange;
+  }
+  if (was + by === 0) {
+    retention.delete(second);
+    return -HELD_BYTES.retentionChange;
+  }
+  retention.set(second, was + by);
+  return 0;
+};
 
 const ascending = (a: number, b: number) => a - b;
 type BucketKey = Pick<SeriesDelta, 'scope' | 'id' | 'interval' | 'start'>;
@@ -97,12 +128,20 @@ function distinctAscending(numbers: number[]): number[] {
  */
 class FollowRound implements RoundArithmetic {
   private readonly movies = new Map<number, MovieRound>();
+  /**
+   * The pairs met, by place: their states, and their users' minute tallies in
+   * arrays of numbers rather than an object each (a round may hold 100,000).
+   */
+  private readonly states: PairAnalytics[] = [];
+  private minutes = new Float64Array(1024);
+  private watched = new Float64Array(1024);
+  private events = new Float64Array(1024);
   /** Each user's minutes that its pairs' tallies moved on from, by user and minute. */
   private readonly userMinutes = new Map<number, Map<number, MinuteTally>>();
   private readonly serviceSeen: SeenUsers = new Map();
   private readonly progress: boolean;
   private cursor = 0;
-  pairs = 0;
+  held = 0;
 
   constructor(
     private readonly rule: AccountingRule,
@@ -119,28 +158,24 @@ class FollowRound implements RoundArithmetic {
       movie = { delta, pairs: new Map(), retention: new Map(), minutes: new Map(), seen: new Map(), minute, watched: 0, events: 0 };
       this.movies.set(movieId, movie);
     }
-    let work = movie.pairs.get(userId);
-    if (work === undefined) {
-      const state = this.load(userId, movieId) ?? {
-        userId, movieId, position: 0, watched: 0, coverage: 0, furthest: 0, intervals: [], lastReceivedAt: receivedAt, lastCreditedAt: null,
-      };
-      work = { state, minute, watched: 0, events: 0 };
-      movie.pairs.set(userId, work);
-      this.pairs += 1;
+    let place = movie.pairs.get(userId);
+    if (place === undefined) {
+      place = this.meet(this.load(userId, movieId) ?? newPair(userId, movieId, receivedAt), minute);
+      movie.pairs.set(userId, place);
     }
-    const pair = work.state;
+    const pair = this.states[place];
     const totals = movie.delta;
 
     const prev = pair.position;
     const credited = credit(this.rule, prev, at);
     // A credited step under progress covers [prev, at) (coveredBy in coverage.ts); under sum, none.
     if (this.progress && credited > 0) {
-      const pieces = cover(pair.intervals, prev, at);
+      // A pair's first covered seconds: an array of two, not one grown to hold them.
+      const pieces = pair.intervals.length === 0 ? (pair.intervals = [prev, at]) : cover(pair.intervals, prev, at);
       let added = 0;
       for (let k = 0; k < pieces.length; k += 2) {
         added += pieces[k + 1] - pieces[k];
-        shift(movie.retention, pieces[k], 1);
-        shift(movie.retention, pieces[k + 1], -1);
+        this.held += shift(movie.retention, pieces[k], 1) + shift(movie.retention, pieces[k + 1], -1);
       }
       if (pair.coverage === 0 && added > 0) totals.viewers += 1;
       pair.coverage += added;
@@ -156,13 +191,18 @@ class FollowRound implements RoundArithmetic {
 
     if (movie.minute !== minute) {
       const ended = moveOn(movie, minute);
-      fold(movie.minutes, ended.minute, ended);
+      this.held += fold(movie.minutes, ended.minute, ended);
     }
     movie.watched += credited;
     movie.events += 1;
-    if (work.minute !== minute) this.foldUser(userId, moveOn(work, minute));
-    work.watched += credited;
-    work.events += 1;
+    if (this.minutes[place] !== minute) {
+      this.foldUser(userId, { minute: this.minutes[place], watched: this.watched[place], events: this.events[place] });
+      this.minutes[place] = minute;
+      this.watched[place] = 0;
+      this.events[place] = 0;
+    }
+    this.watched[place] += credited;
+    this.events[place] += 1;
     if (credited > 0) {
       // A user counts once a bucket: a bucket the pair's latest credited event was in already counts them.
       const last = pair.lastCreditedAt;
@@ -172,16 +212,38 @@ class FollowRound implements RoundArithmetic {
         if (last !== null && Math.floor(last / size) * size === start) break; // and so do the longer buckets
         see(movie.seen, start + INTERVAL_CODE[interval], userId);
         see(this.serviceSeen, start + INTERVAL_CODE[interval], userId);
+        this.held += 2 * HELD_BYTES.bucketUser;
       }
       pair.lastCreditedAt = receivedAt;
     }
     this.cursor = seq;
   }
 
-  private foldUser(userId: number, tallied: Tallying): void {
+  /** Takes a pair into the round; returns its place. */
+  private meet(state: PairAnalytics, minute: number): number {
+    const place = this.states.length;
+    if (place === this.minutes.length) {
+      const grown = (from: Float64Array) => {
+        const to = new Float64Array(2 * from.length);
+        to.set(from);
+        return to;
+      };
+      this.minutes = grown(this.minutes);
+      this.watched = grown(this.watched);
+      this.events = grown(this.events);
+    }
+    this.states.push(state);
+    this.minutes[place] = minute;
+    this.watched[place] = 0;
+    this.events[place] = 0;
+    this.held += HELD_BYTES.pair;
+    return place;
+  }
+
+  private foldUser(userId: number, tallied: MinuteTally & { minute: number }): void {
     let minutes = this.userMinutes.get(userId);
     if (minutes === undefined) this.userMinutes.set(userId, (minutes = new Map()));
-    fold(minutes, tallied.minute, tallied);
+    this.held += fold(minutes, tallied.minute, tallied);
   }
 
   /** What the round writes, each kind in its table's key order: a B-tree takes sorted writes on the fewest pages. */
@@ -203,14 +265,14 @@ class FollowRound implements RoundArithmetic {
       const movie = this.movies.get(movieId)!;
       movies.push(movie.delta);
       for (const userId of [...movie.pairs.keys()].sort(ascending)) {
-        const work = movie.pairs.get(userId)!;
-        pairs.push(work.state);
-        userRows.push({ scope: SCOPE.user, id: userId, interval: INTERVAL_CODE.minute, start: work.minute * BUCKET_MS.minute, watched: work.watched, events: work.events });
+        const place = movie.pairs.get(userId)!;
+        pairs.push(this.states[place]);
+        const start = this.minutes[place] * BUCKET_MS.minute;
+        userRows.push({ scope: SCOPE.user, id: userId, interval: INTERVAL_CODE.minute, start, watched: this.watched[place], events: this.events[place] });
       }
       fold(movie.minutes, movie.minute, movie);
       for (const second of [...movie.retention.keys()].sort(ascending)) {
-        const delta = movie.retention.get(second)!;
-        if (delta !== 0) retention.push([movieId, second, delta]);
+        retention.push([movieId, second, movie.retention.get(second)!]);
       }
       // A movie's hours and days, and the service's minutes (whose hours and days follow), are summed from its minutes.
       for (const [minute, row] of movie.minutes) {

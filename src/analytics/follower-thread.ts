@@ -18,8 +18,8 @@ import { Follower, type RunningFollower } from './follower.ts';
  * times each, cost 4 µs an event in such rounds, and 11 µs in rounds of a
  * second's reading (about 300,000). A follower that keeps up takes small
  * rounds (what arrived since the last); one that has fallen behind takes
- * large ones, and catches up the faster. (The store also ends a round at
- * 200,000 pairs, for memory.)
+ * large ones, and catches up the faster. (The store also ends a round once
+ * it holds 48 MiB: sqlite-analytics.ts.)
  */
 export const THREAD_ROUND_EVENTS = 1_000_000;
 

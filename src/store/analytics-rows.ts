@@ -82,8 +82,8 @@ export type PairLoader = (userId: number, movieId: number) => PairAnalytics | un
 /** The follower's arithmetic over one round (src/analytics/follow.ts): the events added in order, then what to write. */
 export interface RoundArithmetic {
   add(seq: number, userId: number, movieId: number, at: number, receivedAt: number): void;
-  /** The distinct pairs met so far: the round's size in memory. */
-  readonly pairs: number;
+  /** Roughly the bytes of memory it holds until finish(): what bounds a round. */
+  readonly held: number;
   finish(): ChunkWrite;
 }
 

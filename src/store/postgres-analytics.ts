@@ -59,6 +59,8 @@ export class PostgresAnalytics implements AnalyticsStore {
       if (!(await client.query<{ mine: boolean }>(A.followLock)).rows[0].mine) return { applied: 0, full: false };
       const state = (await client.query<{ cursor: number; horizon: number } & AccountingRule>(A.followState)).rows[0];
       const pairs = new Map<string, PairAnalytics>();
+      /** Pairs whose states were asked for: new pairs are not asked again. */
+      const met = new Set<string>();
       const round = start({ accounting: state.accounting, maxStep: state.maxStep }, (userId, movieId) => pairs.get(pairKeyOf(userId, movieId)));
       // Read a slice at a time: between slices, the event loop serves requests.
       let cursor = state.cursor;
@@ -70,7 +72,10 @@ export class PostgresAnalytics implements AnalyticsStore {
         const asked = new Map<string, [number, number]>();
         for (const { userId, movieId } of events) {
           const key = pairKeyOf(userId, movieId);
-          if (!pairs.has(key)) asked.set(key, [userId, movieId]);
+          if (!met.has(key)) {
+            met.add(key);
+            asked.set(key, [userId, movieId]);
+          }
         }
         if (asked.size > 0) {
           const stored = await client.query<Omit<PairAnalytics, 'intervals'> & { intervals: Buffer }>(A.pairStates, [

@@ -53,20 +53,22 @@ const ANALYTICS_SCHEMA_VERSION = 2;
 const SCHEMA_SQL = fileURLToPath(new URL('../../sql/sqlite/analytics-schema.sql', import.meta.url));
 
 /**
- * Pair states the follower keeps between rounds, so that a round reads from
- * the file only pairs it has not met lately: every pair of 100,000 players
- * who come round every few seconds, the benchmark's working set. With 50,000
- * (as the other caches keep), heartbeats of 100,000 players missed every time,
- * and the follower took 47 µs an event instead of 23.
+ * Pair states the follower keeps between rounds, so that the small rounds of
+ * a follower that keeps up read from the file only pairs they have not met
+ * lately: every pair of 100,000 players who come round every few seconds.
+ * With 50,000 (as the other caches keep), such rounds missed every time, and
+ * took twice as long an event.
  */
 const KEPT_PAIRS = 120_000;
 /** Events a round reads from <db> at a time: a round of a million events never holds them all. */
-const READ_EVENTS = 10_000;
+const READ_EVENTS = 2_000;
 /**
- * A round stops reading once it has met this many pairs (it may pass them by
- * a read): what it holds in memory until it writes them.
+ * A round stops reading once it holds about this much memory (it may pass it
+ * by a read): 100,000 pairs' heartbeats are 36 MB, a round's writes then add
+ * half as much again for a moment.
  */
-const ROUND_PAIRS = 200_000;
+const ROUND_HELD_BYTES = 48 * 1024 * 1024;
+
 /** How many numbers an event is in eventsAfter's array: seq, userId, movieId, at, receivedAt. */
 const EVENT_NUMBERS = 5;
 
@@ -147,6 +149,8 @@ export class SqliteFollowing {
       this.analytics.pragma('synchronous = NORMAL');
       // Half the database's page cache: the follower's rounds touch fewer pages than ingest's batches.
       this.analytics.pragma('cache_size = -8192');
+      // A large round's transaction grows the WAL by the pages it writes; this truncates it back after the checkpoint.
+      this.analytics.pragma('journal_size_limit = 67108864');
       if (this.analytics.pragma('user_version', { simple: true }) !== ANALYTICS_SCHEMA_VERSION) {
         // A new file, or another version's: nothing in it is worth keeping.
         const tables = this.analytics.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").pluck().all() as string[];
@@ -168,7 +172,7 @@ export class SqliteFollowing {
 
   /**
    * One round: the events after the cursor (at most `limit`; fewer once it
-   * has met ROUND_PAIRS pairs, or is interrupted), applied and written with the new cursor,
+   * holds ROUND_HELD_BYTES, or is interrupted), applied and written with the new cursor,
    * in one IMMEDIATE transaction of the analytics file, so that two followers
    * of one file cannot both apply the same events.
    */
@@ -183,7 +187,8 @@ export class SqliteFollowing {
     }
   }
 
-  private roundInside(limit: number, start: StartRound): RoundDone {
+  private roundInside(asked: number, start: StartRound): RoundDone {
+    const limit = Math.max(1, asked);
     if (this.analytics.pragma('data_version', { simple: true }) !== this.keptAt) this.kept.clear();
     const followed = this.q.followed.get() as Followed | undefined;
     if (followed === undefined) return { applied: 0, full: false }; // a database without settings yet
@@ -206,7 +211,7 @@ export class SqliteFollowing {
       applied += read;
       if (read < want) break;
       cursor = events[events.length - EVENT_NUMBERS];
-      if (applied >= limit || round.pairs >= ROUND_PAIRS || this.interrupted()) {
+      if (applied >= limit || round.held >= ROUND_HELD_BYTES || this.interrupted()) {
         full = true;
         break;
       }
