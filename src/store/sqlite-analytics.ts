@@ -64,8 +64,8 @@ const KEPT_PAIRS = 120_000;
 const READ_EVENTS = 2_000;
 /**
  * A round stops reading once it holds about this much memory (it may pass it
- * by a read): 100,000 pairs' heartbeats are 36 MB, a round's writes then add
- * half as much again for a moment.
+ * by a read; follow.ts counts it): the heartbeats of 100,000 pairs hold about
+ * 40 MB, and a round's writes add half as much again for a moment.
  */
 const ROUND_HELD_BYTES = 48 * 1024 * 1024;
 
@@ -172,9 +172,9 @@ export class SqliteFollowing {
 
   /**
    * One round: the events after the cursor (at most `limit`; fewer once it
-   * holds ROUND_HELD_BYTES, or is interrupted), applied and written with the new cursor,
-   * in one IMMEDIATE transaction of the analytics file, so that two followers
-   * of one file cannot both apply the same events.
+   * holds ROUND_HELD_BYTES, or is interrupted), applied and written with the
+   * new cursor, in one IMMEDIATE transaction of the analytics file, so that
+   * two followers of one file cannot both apply the same events.
    */
   followRound(limit: number, start: StartRound): RoundDone {
     if (inodeOf(this.file) !== this.inode) throw new AnalyticsFileGoneError(`${this.file} was deleted or replaced while followed`);
