@@ -15,8 +15,8 @@ import { Follower, type RunningFollower } from './follower.ts';
  * waits for it. The larger a round, the more of its events fall on pairs,
  * seconds and minutes it has met already, and the fewer rows it writes an
  * event: heartbeats of 100,000 players, whom a round of a million meets ten
- * times each, cost 4 µs an event in such rounds, and 11 µs in rounds of a
- * second's reading (about 300,000). A follower that keeps up takes small
+ * times each, cost 3 to 4 µs an event in such rounds and about 7 in rounds
+ * of 300,000 (docs/performance.md). A follower that keeps up takes small
  * rounds (what arrived since the last); one that has fallen behind takes
  * large ones, and catches up the faster. (The store also ends a round once
  * it holds 48 MiB: sqlite-analytics.ts.)
