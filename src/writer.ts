@@ -104,8 +104,15 @@ export async function openWriter(
     await queue.close();
     // The follower may catch up with the last flush; its connection to the analytics file, the last one, folds
     // that file's WAL in, and the writer's, the last to the database, folds the database's.
+    // Where the analytics stand once the follower stops: where they stood, and what it followed while stopping
+    // (ingest has closed). Read before the readers' connection closes, as after it a read would open it again.
+    const before = await Promise.resolve(store.analytics.progress()).catch(() => undefined);
     store.analytics.close?.();
+    const [stopping, appliedBefore] = [Date.now(), follower.applied()];
     await follower.stop();
+    const followed = follower.applied() - appliedBefore;
+    const where = before && { asOf: before.asOf + followed, lagEvents: Math.max(0, before.lagEvents - followed) };
+    log.info({ ...where, followedWhileStopping: followed, ms: Date.now() - stopping }, 'analytics follower stopped');
     try {
       store.checkpoint?.();
     } catch (error) {

@@ -140,7 +140,11 @@ async function runThread(): Promise<void> {
     // A server that stops leaves the analytics caught up with what it stored, when that is quick.
     catchUpUntil = Date.now() + CATCH_UP_AT_STOP_MS;
     try {
-      while (following && Date.now() < catchUpUntil && following.followRound(THREAD_ROUND_EVENTS, startRound).full);
+      for (let full = true; following && full && Date.now() < catchUpUntil; ) {
+        const round = following.followRound(THREAD_ROUND_EVENTS, startRound);
+        Atomics.add(applied, 0, BigInt(round.applied));
+        full = round.full;
+      }
     } catch {
       // Derived again at the next start.
     }
