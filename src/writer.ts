@@ -106,7 +106,7 @@ export async function openWriter(
     // that file's WAL in, and the writer's, the last to the database, folds the database's.
     // Where the analytics stand once the follower stops: where they stood, and what it followed while stopping
     // (ingest has closed). Read before the readers' connection closes, as after it a read would open it again.
-    const before = await Promise.resolve(store.analytics.progress()).catch(() => undefined);
+    const before = await (async () => store.analytics.progress())().catch(() => undefined); // SQLite's throws, PostgreSQL's rejects
     store.analytics.close?.();
     const [stopping, appliedBefore] = [Date.now(), follower.applied()];
     await follower.stop();
