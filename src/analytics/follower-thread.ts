@@ -6,6 +6,7 @@
 import { setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import type { RoundDone, StartRound } from '../store/analytics-rows.ts';
 import { AnalyticsFileGoneError, analyticsFileOf, isDamagedFile, removeAnalyticsFile, SqliteFollowing } from '../store/sqlite-analytics.ts';
 import { startRound } from './follow.ts';
 import { Follower, type RunningFollower } from './follower.ts';
@@ -108,25 +109,25 @@ async function runThread(): Promise<void> {
   } catch {
     // Not allowed here: the same priority as ingest.
   }
+  /** A round on the file, counted in `applied`; a file gone or damaged is closed (and removed) to be made again. */
+  const followRound = (limit: number, start: StartRound): RoundDone => {
+    following ??= open();
+    if (following === undefined) throw new Error(`the analytics file ${analyticsFile} cannot be opened`);
+    try {
+      const round = following.followRound(limit, start);
+      Atomics.add(applied, 0, BigInt(round.applied));
+      return round;
+    } catch (error) {
+      if (error instanceof AnalyticsFileGoneError || isDamagedFile(error)) {
+        following.close();
+        following = undefined;
+        if (isDamagedFile(error)) removeAnalyticsFile(analyticsFile);
+      }
+      throw error;
+    }
+  };
   const follower = new Follower(
-    {
-      followRound: (limit, start) => {
-        following ??= open();
-        if (following === undefined) throw new Error(`the analytics file ${analyticsFile} cannot be opened`);
-        try {
-          const round = following.followRound(limit, start);
-          Atomics.add(applied, 0, BigInt(round.applied));
-          return round;
-        } catch (error) {
-          if (error instanceof AnalyticsFileGoneError || isDamagedFile(error)) {
-            following.close();
-            following = undefined;
-            if (isDamagedFile(error)) removeAnalyticsFile(analyticsFile);
-          }
-          throw error;
-        }
-      },
-    },
+    { followRound },
     {
       roundEvents: THREAD_ROUND_EVENTS,
       failedMs: REOPEN_MS,
@@ -140,11 +141,7 @@ async function runThread(): Promise<void> {
     // A server that stops leaves the analytics caught up with what it stored, when that is quick.
     catchUpUntil = Date.now() + CATCH_UP_AT_STOP_MS;
     try {
-      for (let full = true; following && full && Date.now() < catchUpUntil; ) {
-        const round = following.followRound(THREAD_ROUND_EVENTS, startRound);
-        Atomics.add(applied, 0, BigInt(round.applied));
-        full = round.full;
-      }
+      for (let full = true; following && full && Date.now() < catchUpUntil; ) full = followRound(THREAD_ROUND_EVENTS, startRound).full;
     } catch {
       // Derived again at the next start.
     }
