@@ -54,6 +54,19 @@ describe('graceful shutdown', () => {
       assert.deepEqual(answers.map((a) => a.status), Array(20).fill(200));
       assert.equal(await server.exited, 0, server.stderr());
       assert.match(server.stderr(), new RegExp(`${signal}: flushing queued events`));
+      // The follower's line says where the analytics stand: every stored event followed or counted as behind, as its file says.
+      const stopped = server
+        .stderr()
+        .split('\n')
+        .filter((line) => line.startsWith('{'))
+        .map((line) => JSON.parse(line))
+        .find((line) => line.msg === 'analytics follower stopped');
+      assert.ok(stopped, server.stderr());
+      assert.equal(stopped.asOf + stopped.lagEvents, 21);
+      assert.ok(!existsSync(`${db}-analytics-wal`), 'the analytics file is closed with its WAL folded in');
+      const analytics = new Database(`${db}-analytics`, { readonly: true });
+      assert.equal(analytics.prepare('SELECT cursor FROM follow_state').pluck().get(), stopped.asOf);
+      analytics.close();
 
       // Checkpointed and closed: the WAL is empty or gone, and every event is in the database.
       const wal = `${db}-wal`;
